@@ -1,0 +1,289 @@
+"""The ``dfdetect`` command line: one verb per mode. Heavy imports live inside each command."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+
+class _SuggestingGroup(TyperGroup):
+    """Answers a mistyped command with the closest valid one."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as e:
+            if args and args[0] not in self.commands:
+                hint = difflib.get_close_matches(args[0], list(self.commands), n=1, cutoff=0.5)
+                valid = ", ".join(sorted(self.commands))
+                msg = f"No such command {args[0]!r}."
+                msg += f" Did you mean {hint[0]!r}?" if hint else ""
+                raise click.UsageError(f"{msg} Commands: {valid}", ctx) from e
+            raise
+
+
+app = typer.Typer(
+    cls=_SuggestingGroup,
+    help="dfdetect: deepfake-image forensics. Label fake = 1; every score is P(fake).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+log = logging.getLogger("dfdetect")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr, force=True
+    )
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from dfdetect import __version__
+
+        typer.echo(f"dfdetect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the backbones in the name table and where their weights can come from."""
+    from dfdetect.models.registry import list_models
+
+    typer.echo(f"{'name':<22}{'timm architecture':<24}{'paper':<7}{'offline ImageNet':<18}note")
+    for s in list_models():
+        typer.echo(
+            f"{s.name:<22}{s.timm_name:<24}{'yes' if s.paper else '':<7}{'yes' if s.offline_package else '':<18}{s.note}"
+        )
+
+
+@app.command()
+def train(
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Data folder: ROOT/{real,fake} or the 140k layout."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Backbone name (see `dfdetect models`)."),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", "-w", help="Initial weights: none | offline | hub | PATH to a checkpoint."
+    ),
+    offline_weights: bool = typer.Option(False, "--offline-weights", help="Shortcut for --weights offline."),
+    pretrained: bool = typer.Option(False, "--pretrained", help="Shortcut for --weights hub (needs internet)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
+    epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (after warm-up)."),
+    warmup_epochs: Optional[int] = typer.Option(None, help="Head-only epochs with the backbone frozen."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
+    lr: Optional[float] = typer.Option(None, help="Fine-tuning learning rate (AdamW)."),
+    head_lr: Optional[float] = typer.Option(None, help="Warm-up learning rate (AdamW)."),
+    weight_decay: Optional[float] = typer.Option(None),
+    label_smoothing: Optional[float] = typer.Option(None),
+    scheduler: Optional[str] = typer.Option(None, help="plateau | cosine"),
+    early_stopping: Optional[int] = typer.Option(None, help="Patience in epochs (0 = off)."),
+    img_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the backbone's)."),
+    resize: Optional[int] = typer.Option(None, help="Resize the shorter side to this before cropping."),
+    rotation: Optional[float] = typer.Option(None, help="Augmentation: max rotation (degrees)."),
+    scale: Optional[float] = typer.Option(None, help="Augmentation: max zoom in/out (fraction)."),
+    hflip: Optional[float] = typer.Option(None, help="Augmentation: horizontal flip probability."),
+    jpeg_prob: Optional[float] = typer.Option(None, help="Augmentation: JPEG re-compression probability."),
+    blur_prob: Optional[float] = typer.Option(None, help="Augmentation: Gaussian blur probability."),
+    drop_rate: Optional[float] = typer.Option(None, help="Dropout before the dense layer."),
+    threshold: Optional[str] = typer.Option(None, help="Stored threshold: number | eer | f1 | fpr1 (on validation)."),
+    val_fraction: Optional[float] = typer.Option(None),
+    test_fraction: Optional[float] = typer.Option(None),
+    split_seed: Optional[int] = typer.Option(None),
+    manifest: Optional[Path] = typer.Option(None, help="Reuse a split manifest (CSV)."),
+    limit_per_class: Optional[int] = typer.Option(None, help="At most N images per class and split."),
+    max_steps: Optional[int] = typer.Option(None, help="Cap steps per epoch (smoke runs)."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader workers."),
+    cache: bool = typer.Option(False, "--cache", help="Decode all images once into memory."),
+    seed: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Parent folder of run folders (default runs/)."),
+    name: Optional[str] = typer.Option(None, help="Run folder name."),
+    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run (its folder or last.pt)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train a detector: head-only warm-up, then fine-tuning; evaluates the best checkpoint on the test split."""
+    _setup_logging(verbose)
+    from dfdetect.config import TrainConfig
+    from dfdetect.engine.train import fit
+    from dfdetect.models.registry import UnknownModelError, get_spec
+
+    if resume is not None:
+        try:
+            run = fit(TrainConfig(), resume=resume)
+        except (FileNotFoundError, ValueError) as e:
+            _fail(str(e))
+        typer.echo(str(run))
+        return
+    cfg = TrainConfig.load_yaml(config) if config else TrainConfig()
+    if offline_weights:
+        weights = "offline"
+    if pretrained:
+        weights = "hub"
+    overrides = {
+        ("data", "root"): str(data) if data else None,
+        ("data", "val_fraction"): val_fraction,
+        ("data", "test_fraction"): test_fraction,
+        ("data", "split_seed"): split_seed,
+        ("data", "manifest"): str(manifest) if manifest else None,
+        ("data", "limit_per_class"): limit_per_class,
+        ("data", "num_workers"): workers,
+        ("data", "cache"): cache or None,
+        ("model", "name"): model,
+        ("model", "weights"): weights,
+        ("model", "drop_rate"): drop_rate,
+        ("model", "img_size"): img_size,
+        ("model", "resize_to"): resize,
+        ("augment", "rotation"): rotation,
+        ("augment", "scale"): scale,
+        ("augment", "hflip"): hflip,
+        ("augment", "jpeg_prob"): jpeg_prob,
+        ("augment", "blur_prob"): blur_prob,
+        (None, "epochs"): epochs,
+        (None, "warmup_epochs"): warmup_epochs,
+        (None, "batch_size"): batch_size,
+        (None, "lr"): lr,
+        (None, "head_lr"): head_lr,
+        (None, "weight_decay"): weight_decay,
+        (None, "label_smoothing"): label_smoothing,
+        (None, "scheduler"): scheduler,
+        (None, "early_stopping"): early_stopping,
+        (None, "threshold"): threshold,
+        (None, "max_steps_per_epoch"): max_steps,
+        (None, "seed"): seed,
+        (None, "device"): device,
+        (None, "out"): str(out) if out else None,
+        (None, "name"): name,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(cfg, section) if section else cfg, key, value)
+    if not cfg.data.root:
+        _fail("--data is required (a folder with real/ and fake/, or the 140k layout)")
+    if cfg.scheduler not in ("plateau", "cosine"):
+        _fail(f"--scheduler must be plateau or cosine, not {cfg.scheduler!r}")
+    try:
+        get_spec(cfg.model.name)
+        run = fit(cfg)
+    except UnknownModelError as e:
+        _fail(str(e))
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    typer.echo(str(run))
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint from `dfdetect train` (best.pt) or .safetensors."),
+    data: list[Path] = typer.Option(..., "--data", "-d", help="Data folder(s); each is reported separately."),
+    split: str = typer.Option("test", help="Which split to score when the data or run has splits."),
+    manifest: Optional[Path] = typer.Option(None, help="Split manifest (CSV) to take the split from."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: beside the checkpoint)."),
+    threshold: Optional[float] = typer.Option(None, help="Override the checkpoint's threshold."),
+    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(64),
+    workers: int = typer.Option(2),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+) -> None:
+    """Evaluate a checkpoint: paper metrics + AUC/AP/EER with 95% CIs, confusion matrix, ROC, misclassifications."""
+    _setup_logging()
+    from dfdetect.engine.checkpoint import CheckpointError
+    from dfdetect.engine.evaluate import evaluate_checkpoint, format_report
+
+    results = {}
+    for d in data:
+        sub = (out / d.name if len(data) > 1 else out) if out else None
+        try:
+            m = evaluate_checkpoint(checkpoint, d, sub, split, manifest, threshold, device, batch_size, workers)
+        except (CheckpointError, FileNotFoundError, ValueError) as e:
+            _fail(str(e))
+        results[str(d)] = m
+        if not as_json:
+            typer.echo(f"== {d} ({m['images']}) -> {m['out_dir']}")
+            typer.echo(format_report(m))
+    if as_json:
+        keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer", "threshold")
+        typer.echo(json.dumps({d: {k: m[k] for k in keys} | {"ci95": m["ci95"]} for d, m in results.items()}, indent=2))
+    elif len(results) > 1:
+        typer.echo(f"{'data':<40}{'n':>6}{'acc':>8}{'AUC':>8}{'EER':>8}")
+        for d, m in results.items():
+            typer.echo(f"{d:<40}{m['n']:>6}{m['accuracy']:>8.4f}{m['roc_auc']:>8.4f}{m['eer']:>8.4f}")
+
+
+@app.command()
+def predict(
+    paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the shipped detector)."),
+    threshold: Optional[float] = typer.Option(None, help="Override the model's stored threshold."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
+    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write results to this CSV file."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    batch_size: int = typer.Option(32),
+    workers: int = typer.Option(1, help="Decoding worker processes (0 = decode in the main process)."),
+) -> None:
+    """Score images: verdict and P(fake) per image. Exit code 1 when nothing could be scored."""
+    _setup_logging()
+    from dfdetect.engine.checkpoint import CheckpointError
+    from dfdetect.inference import Detector
+
+    try:
+        det = Detector.load(model, device=device)
+        preds = det.predict(paths, batch_size=batch_size, workers=workers, threshold=threshold,
+                            progress=not as_json and sys.stderr.isatty())
+    except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
+        _fail(str(e))
+    if csv_path:
+        import csv
+
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(preds[0].to_dict()) if preds else ["path"])
+            w.writeheader()
+            for p in preds:
+                w.writerow(p.to_dict())
+    if as_json:
+        for p in preds:
+            typer.echo(json.dumps(p.to_dict()))
+    else:
+        width = max([len(p.path) for p in preds] + [4])
+        typer.echo(f"{'path':<{width}}  {'verdict':<8}{'P(fake)':>8}  sha256")
+        for p in preds:
+            if p.error:
+                typer.echo(f"{p.path:<{width}}  {'ERROR':<8}{'':>8}  {p.error}")
+            else:
+                typer.echo(f"{p.path:<{width}}  {p.label:<8}{p.score:>8.4f}  {p.sha256[:16]}")
+        n_ok = sum(p.error is None for p in preds)
+        n_fake = sum(p.label == "fake" for p in preds)
+        typer.echo(
+            f"{n_ok} scored ({n_fake} fake, {n_ok - n_fake} real), {len(preds) - n_ok} unreadable; "
+            f"model {det.model_id}, threshold {det.threshold if threshold is None else threshold:.4f}"
+        )
+    if not any(p.error is None for p in preds):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: safe image decoding, dataset layouts and split manifests, train/eval transforms."""

@@ -1,0 +1,223 @@
+"""Find labelled images, split them reproducibly, and serve them to a DataLoader without dying on bad files.
+
+Layouts read:
+  (a) ``ROOT/{real,fake}/**`` (any depth, any supported format);
+  (b) the 140k collection: ``real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake}`` with
+      ``train.csv``/``valid.csv``/``test.csv`` (their ``label`` column says real = 1, so we read
+      ``label_str`` and map it to our convention: real = 0, fake = 1).
+Without given splits, a stratified seeded split is made and saved as a manifest CSV
+(path relative to the data root, label, split), so evaluation reruns on exactly the same files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from dfdetect.data.io import ImageLoadError, is_image_file, open_image
+
+log = logging.getLogger(__name__)
+
+LABELS = {"real": 0, "fake": 1}
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str
+    """Path relative to the data root (or absolute)."""
+    label: int
+    split: str = ""
+
+
+class DataLayoutError(ValueError):
+    pass
+
+
+def _find_140k_base(root: Path) -> Path | None:
+    for base in (root, root / "real-vs-fake", root / "real_vs_fake" / "real-vs-fake"):
+        if all((base / s).is_dir() for s in SPLITS):
+            return base
+    return None
+
+
+def _csv_dir(root: Path, base: Path) -> Path | None:
+    for d in (base, base.parent, base.parent.parent, root):
+        if (d / "train.csv").is_file():
+            return d
+    return None
+
+
+def scan(root: str | Path) -> tuple[list[Item], bool]:
+    """Return (items, has_given_splits). Paths in items are relative to ``root``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataLayoutError(f"data folder {root} does not exist")
+    base = _find_140k_base(root)
+    if base is not None:
+        return _scan_140k(root, base), True
+    if (root / "real").is_dir() and (root / "fake").is_dir():
+        items = []
+        for cls, label in LABELS.items():
+            for p in sorted((root / cls).rglob("*")):
+                if p.is_file() and is_image_file(p):
+                    items.append(Item(p.relative_to(root).as_posix(), label))
+        if not items:
+            raise DataLayoutError(f"{root}/real and {root}/fake hold no images")
+        return items, False
+    raise DataLayoutError(
+        f"{root}: expected ROOT/real and ROOT/fake folders, or the 140k layout "
+        "real_vs_fake/real-vs-fake/{train,valid,test}/{real,fake}"
+    )
+
+
+def _scan_140k(root: Path, base: Path) -> list[Item]:
+    csv_dir = _csv_dir(root, base)
+    items: list[Item] = []
+    for split in SPLITS:
+        csv_path = csv_dir / f"{split}.csv" if csv_dir else None
+        if csv_path is not None and csv_path.is_file():
+            with open(csv_path, newline="") as f:
+                for row in csv.DictReader(f):
+                    label_str = (row.get("label_str") or "").strip().lower()
+                    if label_str not in LABELS:
+                        raise DataLayoutError(f"{csv_path}: label_str {label_str!r} is not real/fake")
+                    rel = (base / row["path"]).relative_to(root).as_posix()
+                    items.append(Item(rel, LABELS[label_str], split))
+        else:
+            for cls, label in LABELS.items():
+                for p in sorted((base / split / cls).rglob("*")):
+                    if p.is_file() and is_image_file(p):
+                        items.append(Item(p.relative_to(root).as_posix(), label, split))
+    return items
+
+
+def stratified_split(items: Sequence[Item], val_fraction: float, test_fraction: float, seed: int) -> list[Item]:
+    """Split per class with a seeded shuffle: same inputs, same manifest, on any machine."""
+    rng = np.random.default_rng(seed)
+    out: list[Item] = []
+    for label in sorted({it.label for it in items}):
+        group = sorted((it for it in items if it.label == label), key=lambda it: it.path)
+        order = rng.permutation(len(group))
+        n_test = round(len(group) * test_fraction)
+        n_val = round(len(group) * val_fraction)
+        for rank, idx in enumerate(order):
+            split = "test" if rank < n_test else "valid" if rank < n_test + n_val else "train"
+            out.append(Item(group[idx].path, label, split))
+    return sorted(out, key=lambda it: (SPLITS.index(it.split), it.path))
+
+
+def write_manifest(items: Sequence[Item], path: str | Path, root: str | Path) -> str:
+    """Write the split manifest; returns its SHA-256 (recorded in metrics and model cards)."""
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        f.write(f"# root: {Path(root).resolve()}\n")
+        w = csv.writer(f)
+        w.writerow(["path", "label", "split"])
+        for it in items:
+            w.writerow([it.path, it.label, it.split])
+    return manifest_hash(path)
+
+
+def manifest_hash(path: str | Path) -> str:
+    """Hash of the manifest rows (not the root comment line), so it is the same on every machine."""
+    lines = [ln for ln in Path(path).read_text().splitlines() if not ln.startswith("#")]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def read_manifest(path: str | Path) -> list[Item]:
+    with open(path, newline="") as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        return [Item(r["path"], int(r["label"]), r["split"]) for r in rows]
+
+
+def limit_per_class(items: Sequence[Item], n: int | None) -> list[Item]:
+    if not n:
+        return list(items)
+    counts: dict[tuple[str, int], int] = {}
+    out = []
+    for it in items:
+        key = (it.split, it.label)
+        if counts.get(key, 0) < n:
+            counts[key] = counts.get(key, 0) + 1
+            out.append(it)
+    return out
+
+
+class ImageDataset(Dataset):
+    """(image tensor, label, index) per item; an unreadable file yields None and is dropped by ``collate``."""
+
+    def __init__(self, items: Sequence[Item], root: str | Path, transform: Callable | None = None):
+        self.items = list(items)
+        self.root = Path(root)
+        self.transform = transform
+        self._cache: list[np.ndarray | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def path(self, index: int) -> Path:
+        p = Path(self.items[index].path)
+        return p if p.is_absolute() else self.root / p
+
+    def _decode(self, index: int) -> Image.Image | None:
+        try:
+            return open_image(self.path(index))
+        except ImageLoadError as e:
+            log.warning("skipping %s", e)
+            return None
+
+    def _decode_array(self, index: int) -> np.ndarray | None:
+        img = self._decode(index)
+        return None if img is None else np.asarray(img)
+
+    def preload(self, threads: int = 8) -> None:
+        """Decode everything once into memory (uint8): later epochs skip JPEG decoding entirely."""
+        with ThreadPoolExecutor(threads) as pool:
+            self._cache = list(pool.map(self._decode_array, range(len(self))))
+
+    def __getitem__(self, index: int):
+        img = self._decode(index) if self._cache is None else self._cache[index]
+        if img is None:
+            return None, self.items[index].label, index
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, self.items[index].label, index
+
+
+def collate(batch):
+    """Stack the good samples; return the indices of bad ones so the caller can count and list them."""
+    good = [b for b in batch if b[0] is not None]
+    bad = [b[2] for b in batch if b[0] is None]
+    if not good:
+        return None, None, None, bad
+    images = torch.stack([b[0] for b in good])
+    labels = torch.tensor([b[1] for b in good], dtype=torch.long)
+    index = torch.tensor([b[2] for b in good], dtype=torch.long)
+    return images, labels, index, bad
+
+
+def resolve_items(
+    root: str | Path,
+    manifest: str | Path | None,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> list[Item]:
+    """Items with splits: from a manifest, from the data's given splits, or from a new stratified split."""
+    if manifest:
+        return read_manifest(manifest)
+    items, has_splits = scan(root)
+    if has_splits:
+        return items
+    return stratified_split(items, val_fraction, test_fraction, seed)

@@ -1,0 +1,85 @@
+"""Safe image decoding: any common format in, an RGB PIL image out, or one clear ImageLoadError.
+
+EXIF orientation is applied; grayscale, palette, RGBA, CMYK and 16-bit images become 8-bit RGB;
+decompression bombs are refused rather than decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+MAX_PIXELS = 89_478_485  # Pillow's own default bomb limit (~ 9459 x 9459)
+
+
+class ImageLoadError(ValueError):
+    """The file is missing, empty, not an image, corrupt, or too large to decode safely."""
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited over white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode an image file (path or bytes) into RGB. Raises ImageLoadError with the reason."""
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageLoadError(f"{name}: empty file")
+        fp: io.BytesIO | Path = io.BytesIO(source)
+    else:
+        fp = Path(source)
+        if not fp.is_file():
+            raise ImageLoadError(f"{name}: no such file")
+        if fp.stat().st_size == 0:
+            raise ImageLoadError(f"{name}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageLoadError(f"{name}: {w}x{h} exceeds the {max_pixels}-pixel limit (decompression bomb?)")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageLoadError(f"{name}: refused, decompression bomb ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageLoadError(f"{name}: not an image or unsupported format") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageLoadError(f"{name}: corrupt or truncated image ({e})") from e
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,49 @@
+"""Inference preprocessing in PIL + numpy only (no torch), shared by the torch and ONNX Runtime paths.
+
+resize the shorter side to ``resize`` (PIL, the stored interpolation) -> centre crop ``input_size``
+-> float32 in [0, 1] -> (x - mean) / std -> CHW. The same function serves validation, evaluation,
+``predict``, the API and exported models, so a score never depends on which path computed it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+_PIL_INTERP = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+def resize_crop(img: Image.Image, data_config: dict[str, Any]) -> Image.Image:
+    size = int(data_config["input_size"][-1])
+    resize = int(data_config.get("resize", size))
+    w, h = img.size
+    if min(w, h) != resize:
+        scale = resize / min(w, h)
+        nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
+        img = img.resize((nw, nh), _PIL_INTERP.get(data_config.get("interpolation", "bicubic"), Image.Resampling.BICUBIC))
+        w, h = nw, nh
+    if (w, h) != (size, size):
+        left, top = (w - size) // 2, (h - size) // 2
+        img = img.crop((left, top, left + size, top + size))
+    return img
+
+
+def normalize(arr_hwc_uint8: np.ndarray, data_config: dict[str, Any]) -> np.ndarray:
+    mean = np.asarray(data_config["mean"], dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(data_config["std"], dtype=np.float32).reshape(3, 1, 1)
+    x = arr_hwc_uint8.transpose(2, 0, 1).astype(np.float32) / 255.0
+    return (x - mean) / std
+
+
+def preprocess(img: Image.Image, data_config: dict[str, Any]) -> np.ndarray:
+    """RGB PIL image -> normalised float32 CHW array of the model's input size."""
+    return normalize(np.asarray(resize_crop(img.convert("RGB"), data_config)), data_config)

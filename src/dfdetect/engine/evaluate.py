@@ -1,0 +1,205 @@
+"""Scoring a dataset and writing the evaluation artifacts (metrics.json, report, figures, predictions)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from dfdetect import metrics as M
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def autocast(device: torch.device, amp: bool):
+    # bf16 needs no loss scaler, and Ampere+/Hopper run it at full speed.
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.inference_mode()
+def score_loader(
+    model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = True, desc: str = "eval"
+) -> dict[str, Any]:
+    """Run the model over a loader. Returns labels, P(fake), mean CE loss, dataset indices and bad indices."""
+    model.eval()
+    labels, scores, index, bad = [], [], [], []
+    loss_sum, n = 0.0, 0
+    channels_last = device.type == "cuda"
+    for images, y, idx, bad_idx in tqdm(loader, desc=desc, leave=False, disable=None):
+        bad.extend(bad_idx)
+        if images is None:
+            continue
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        y = y.to(device)
+        with autocast(device, amp):
+            logits = model(images)
+        logits = logits.float()
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        n += len(y)
+        scores.append(torch.softmax(logits, 1)[:, 1].cpu())
+        labels.append(y.cpu())
+        index.append(idx)
+    cat = (lambda xs: torch.cat(xs).numpy()) if n else (lambda xs: np.zeros(0))
+    return {
+        "labels": cat(labels).astype(int),
+        "scores": cat(scores).astype(float),
+        "index": cat(index).astype(int),
+        "bad": sorted(bad),
+        "loss": loss_sum / max(n, 1),
+    }
+
+
+def write_eval_artifacts(
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    paths: Sequence[str],
+    threshold: float,
+    out_dir: str | Path,
+    extra: dict[str, Any] | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """metrics.json (+ 95% CIs), classification_report.txt, predictions.csv and the paper's figures."""
+    from dfdetect import plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m = M.compute_metrics(y_true, y_score, threshold)
+    m["ci95"] = M.bootstrap_ci(y_true, y_score, threshold, n_boot=n_boot) if len(y_true) > 1 else {}
+    m.update(extra or {})
+    (out / "metrics.json").write_text(json.dumps(m, indent=2, default=_json_default))
+    (out / "classification_report.txt").write_text(format_report(m))
+    with open(out / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", "score", "pred", "correct"])
+        for p, t, s in zip(paths, y_true, y_score):
+            pred = int(s >= threshold)
+            w.writerow([p, int(t), f"{s:.6f}", pred, int(pred == t)])
+    plots.confusion_matrix(m["confusion_matrix"], out / "confusion_matrix.png")
+    plots.misclassifications(m["misclassified"], out / "misclassified.png")
+    if not math.isnan(m["roc_auc"]):
+        plots.roc(y_true, y_score, m["roc_auc"], out / "roc.png", eer=m["eer"])
+    return m
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def format_report(m: dict[str, Any]) -> str:
+    """The paper's Figure 10 (classification report) as text, plus the ranking metrics with CIs."""
+    rep = m["classification_report"]
+    lines = [f"{'':>14}{'precision':>11}{'recall':>9}{'f1-score':>10}{'support':>9}"]
+    for k in ("real", "fake"):
+        r = rep[k]
+        lines.append(f"{k:>14}{r['precision']:>11.4f}{r['recall']:>9.4f}{r['f1-score']:>10.4f}{int(r['support']):>9}")
+    lines.append("")
+    lines.append(f"{'accuracy':>14}{'':>11}{'':>9}{rep['accuracy']:>10.4f}{m['n']:>9}")
+    for k in ("macro avg", "weighted avg"):
+        r = rep[k]
+        lines.append(f"{k:>14}{r['precision']:>11.4f}{r['recall']:>9.4f}{r['f1-score']:>10.4f}{int(r['support']):>9}")
+    lines.append("")
+    ci = m.get("ci95", {})
+    for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer"):
+        c = ci.get(k)
+        cis = f"  [95% CI {c[0]:.4f}-{c[1]:.4f}]" if c else ""
+        lines.append(f"{k:>18}: {m[k]:.4f}{cis}")
+    lines.append(f"{'threshold':>18}: {m['threshold']:.4f}")
+    mis = m["misclassified"]
+    lines.append(f"{'misclassified':>18}: {mis['real_as_fake']} real as fake, {mis['fake_as_real']} fake as real")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    out_dir: str | Path | None = None,
+    split: str = "test",
+    manifest: str | Path | None = None,
+    threshold: float | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    workers: int = 2,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on a data folder.
+
+    Which images: the ``split`` rows of ``manifest`` if given; else the data's own split (140k layout);
+    else, when the checkpoint sits in a run folder whose split.csv was made from this same folder, that
+    run's ``split`` rows (so a model is never scored on its own training images); else every image.
+    """
+    from dfdetect.data.datasets import ImageDataset, read_manifest, scan
+    from dfdetect.data.transforms import eval_transform
+    from dfdetect.engine.checkpoint import load_checkpoint
+    from dfdetect.engine.train import make_loader
+    from dfdetect.models.factory import create_model
+
+    checkpoint, data = Path(checkpoint), Path(data)
+    ckpt = load_checkpoint(checkpoint)
+    run_manifest = checkpoint.parent / "split.csv"
+    source = "all images"
+    if manifest:
+        items = [it for it in read_manifest(manifest) if it.split == split]
+        source = f"split {split!r} of {manifest}"
+    else:
+        items, has_splits = scan(data)
+        if has_splits:
+            items = [it for it in items if it.split == split]
+            source = f"given split {split!r}"
+        elif run_manifest.is_file() and _manifest_root(run_manifest) == data.resolve():
+            items = [it for it in read_manifest(run_manifest) if it.split == split]
+            source = f"split {split!r} of the training run's manifest {run_manifest}"
+    if not items:
+        raise ValueError(f"no images to evaluate in {data} ({source})")
+    log.info("evaluating %s on %d images of %s (%s)", checkpoint, len(items), data, source)
+    dev = resolve_device(device)
+    model = create_model(ckpt["arch"], drop_rate=0.0)
+    model.load_state_dict(ckpt["model"], strict=False)
+    model.to(dev)
+    ds = ImageDataset(items, data, eval_transform(ckpt["data_config"]))
+    res = score_loader(model, make_loader(ds, batch_size, False, workers), dev, True, "evaluate")
+    thr = float(ckpt.get("threshold", 0.5) if threshold is None else threshold)
+    out = Path(out_dir) if out_dir else checkpoint.parent / f"eval_{data.name}_{split}"
+    skipped = [str(ds.path(i)) for i in res["bad"]]
+    for p in skipped:
+        log.warning("skipped unreadable file %s", p)
+    m = write_eval_artifacts(
+        res["labels"], res["scores"], [ds.items[i].path for i in res["index"]], thr, out,
+        extra={"checkpoint": str(checkpoint), "arch": ckpt["arch"], "data": str(data), "images": source,
+               "skipped_files": skipped},
+        n_boot=n_boot,
+    )
+    m["out_dir"] = str(out)
+    return m
+
+
+def _manifest_root(path: Path) -> Path | None:
+    first = path.read_text().split("\n", 1)[0]
+    return Path(first[len("# root: "):]).resolve() if first.startswith("# root: ") else None

@@ -1,0 +1,348 @@
+"""The training loop: head-only warm-up, then fine-tuning; plateau LR, early stopping, exact resume.
+
+A run folder holds everything the run made: config.yaml (resolved), split.csv (manifest), history.csv,
+curves.png, last.pt (full state, for --resume), best.pt (slim, for inference), bad_files.txt, and
+eval_test/ (metrics.json, report, figures) from the best checkpoint on the held-out test split.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import dfdetect
+from dfdetect.config import TrainConfig
+from dfdetect.data.datasets import (
+    ImageDataset,
+    collate,
+    limit_per_class,
+    manifest_hash,
+    resolve_items,
+    write_manifest,
+)
+from dfdetect.data.transforms import eval_transform, train_transform
+from dfdetect.engine.checkpoint import load_checkpoint, save_checkpoint
+from dfdetect.engine.evaluate import autocast, resolve_device, score_loader, write_eval_artifacts
+from dfdetect.metrics import choose_threshold, compute_metrics
+from dfdetect.models.factory import CLASSES, create_model, data_config_for, freeze_backbone
+from dfdetect.models.registry import get_spec
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = [
+    "epoch", "phase", "train_loss", "train_acc", "valid_loss", "valid_acc", "valid_f1", "valid_auc",
+    "v_loss_improvement_pct", "lr", "next_lr", "seconds", "images_per_s",
+]
+
+
+def make_loader(ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int = 0) -> DataLoader:
+    # A fresh seeded generator per loader makes the order and the workers' augmentation seeds
+    # a function of (seed, epoch) alone, which is what makes --resume exact.
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
+        generator=g, pin_memory=torch.cuda.is_available(), persistent_workers=False,
+    )
+
+
+def _set_bn_eval(model: nn.Module) -> None:
+    # A frozen backbone keeps its ImageNet BN statistics (as Keras does with training=False).
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig, phase: str) -> torch.optim.Optimizer:
+    lr = cfg.head_lr if phase == "warmup" else cfg.lr
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, phase: str):
+    if phase == "finetune" and cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+
+
+def train_one_epoch(model, loader, opt, device, cfg: TrainConfig, frozen: bool, max_steps: int | None, desc: str):
+    model.train()
+    if frozen:
+        _set_bn_eval(model)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    loss_sum, correct, n, bad = 0.0, 0, 0, []
+    bar = tqdm(loader, desc=desc, leave=False, disable=None)
+    for step, (images, y, _idx, bad_idx) in enumerate(bar):
+        bad.extend(bad_idx)
+        if images is None:
+            continue
+        if max_steps is not None and step >= max_steps:
+            break
+        images, y = images.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if device.type == "cuda" and cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg.amp):
+            logits = model(images)
+            loss = loss_fn(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+        bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{correct / n:.3f}")
+    return loss_sum / max(n, 1), correct / max(n, 1), n, bad
+
+
+def _run_dir(cfg: TrainConfig) -> Path:
+    name = cfg.name or f"{cfg.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return Path(cfg.out) / name
+
+
+def _write_history(history: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        w.writeheader()
+        for row in history:
+            w.writerow({k: row[k] for k in HISTORY_COLUMNS})
+
+
+def _format_row(r: dict[str, Any]) -> str:
+    imp = r["v_loss_improvement_pct"]
+    imp_s = "   n/a" if imp is None or math.isnan(imp) else f"{imp:6.2f}"
+    return (
+        f"epoch {r['epoch']:>3} [{r['phase']:<8}] train_loss {r['train_loss']:.4f} train_acc {r['train_acc']:.4f} | "
+        f"valid_loss {r['valid_loss']:.4f} valid_acc {r['valid_acc']:.4f} valid_f1 {r['valid_f1']:.4f} "
+        f"valid_auc {r['valid_auc']:.4f} | v_loss_impr% {imp_s} | lr {r['lr']:.2e} next_lr {r['next_lr']:.2e} | "
+        f"{r['seconds']:.1f}s {r['images_per_s']:.1f} img/s"
+    )
+
+
+def fit(
+    cfg: TrainConfig,
+    resume: str | Path | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> Path:
+    """Train per ``cfg`` (or continue the run in ``resume``); returns the run folder."""
+    if resume is not None:
+        resume = Path(resume)
+        last = resume / "last.pt" if resume.is_dir() else resume
+        state = load_checkpoint(last)
+        cfg = TrainConfig.from_dict(state["config"])
+        run_dir = last.parent
+        log.info("resuming %s from epoch %d", run_dir, state["epoch"])
+    else:
+        state = None
+        run_dir = _run_dir(cfg)
+        if (run_dir / "last.pt").exists():
+            raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    spec = get_spec(cfg.model.name)
+
+    # Data: one manifest per run, written before any training so the split is fixed and inspectable.
+    manifest_path = run_dir / "split.csv"
+    if state is not None and manifest_path.exists():
+        items = resolve_items(cfg.data.root, manifest_path, 0, 0, 0)
+    else:
+        items = resolve_items(
+            cfg.data.root, cfg.data.manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
+        )
+        items = limit_per_class(items, cfg.data.limit_per_class)
+        write_manifest(items, manifest_path, cfg.data.root)
+    split_hash = manifest_hash(manifest_path)
+    by_split = {s: [it for it in items if it.split == s] for s in ("train", "valid", "test")}
+    for s in ("train", "valid"):
+        if not by_split[s] or len({it.label for it in by_split[s]}) < 2:
+            raise ValueError(f"the {s} split needs images of both classes; it has {len(by_split[s])} images")
+    cfg.save_yaml(run_dir / "config.yaml")
+
+    model = create_model(
+        cfg.model.name, weights="none" if state else cfg.model.weights, drop_rate=cfg.model.drop_rate
+    )
+    data_config = data_config_for(model, cfg.model.img_size, cfg.model.resize_to)
+    model.to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    train_ds = ImageDataset(by_split["train"], cfg.data.root, train_transform(data_config, cfg.augment))
+    valid_ds = ImageDataset(by_split["valid"], cfg.data.root, eval_transform(data_config))
+    if cfg.data.cache:
+        for ds in (train_ds, valid_ds):
+            ds.preload()
+    log.info(
+        "run %s | %s (%s) on %s | train %d, valid %d, test %d | input %s",
+        run_dir, spec.name, spec.timm_name, device, len(train_ds), len(valid_ds), len(by_split["test"]),
+        data_config["input_size"],
+    )
+
+    total_epochs = cfg.warmup_epochs + cfg.epochs
+    history: list[dict[str, Any]] = []
+    best_auc, best_loss, best_epoch, stale, start_epoch = -1.0, math.inf, 0, 0, 1
+    bad_train: set[int] = set()
+    bad_valid: set[int] = set()
+    phase = "warmup" if cfg.warmup_epochs > 0 else "finetune"
+    freeze_backbone(model, phase == "warmup")
+    opt = _optimizer(model, cfg, phase)
+    sched = _scheduler(opt, cfg, phase)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        phase = state["phase"]
+        freeze_backbone(model, phase == "warmup")
+        opt = _optimizer(model, cfg, phase)
+        sched = _scheduler(opt, cfg, phase)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history = state["history"]
+        best_auc, best_loss, best_epoch, stale = state["best_auc"], state["best_loss"], state["best_epoch"], state["stale"]
+        bad_train, bad_valid = set(state["bad_train"]), set(state["bad_valid"])
+        start_epoch = state["epoch"] + 1
+
+    prev_best_vloss = min((h["valid_loss"] for h in history), default=math.nan)
+    for epoch in range(start_epoch, total_epochs + 1):
+        if phase == "warmup" and epoch > cfg.warmup_epochs:
+            phase = "finetune"
+            freeze_backbone(model, False)
+            opt = _optimizer(model, cfg, phase)
+            sched = _scheduler(opt, cfg, phase)
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        np.random.seed((cfg.seed * 1000 + epoch) % 2**32)
+        t0 = time.perf_counter()
+        loader = make_loader(train_ds, cfg.batch_size, True, cfg.data.num_workers, seed=cfg.seed * 1000 + epoch)
+        tr_loss, tr_acc, n_seen, bad = train_one_epoch(
+            model, loader, opt, device, cfg, phase == "warmup", cfg.max_steps_per_epoch,
+            desc=f"epoch {epoch}/{total_epochs} {phase}",
+        )
+        bad_train.update(bad)
+        train_seconds = time.perf_counter() - t0
+        val = score_loader(
+            model, make_loader(valid_ds, cfg.batch_size * 2, False, cfg.data.num_workers), device, cfg.amp, "valid"
+        )
+        bad_valid.update(val["bad"])
+        vm = compute_metrics(val["labels"], val["scores"], 0.5)
+        lr = opt.param_groups[0]["lr"]
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step(val["loss"])
+        else:
+            sched.step()
+        next_lr = opt.param_groups[0]["lr"]
+        improvement = (
+            (prev_best_vloss - val["loss"]) / prev_best_vloss * 100 if prev_best_vloss == prev_best_vloss else math.nan
+        )
+        prev_best_vloss = min(prev_best_vloss, val["loss"]) if prev_best_vloss == prev_best_vloss else val["loss"]
+        seconds = time.perf_counter() - t0
+        row = {
+            "epoch": epoch, "phase": phase, "train_loss": tr_loss, "train_acc": tr_acc,
+            "valid_loss": val["loss"], "valid_acc": vm["accuracy"], "valid_f1": vm["f1"], "valid_auc": vm["roc_auc"],
+            "v_loss_improvement_pct": improvement, "lr": lr, "next_lr": next_lr, "seconds": seconds,
+            "images_per_s": n_seen / max(train_seconds, 1e-9),
+        }
+        history.append(row)
+        log.info(_format_row(row))
+        auc = vm["roc_auc"] if not math.isnan(vm["roc_auc"]) else vm["accuracy"]
+        improved = auc > best_auc or (auc == best_auc and val["loss"] < best_loss)
+        if improved:
+            best_auc, best_loss, best_epoch, stale = auc, val["loss"], epoch, 0
+            slim = _slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row)
+            slim["valid_scores"] = {"labels": val["labels"].tolist(), "scores": val["scores"].tolist()}
+            save_checkpoint(slim, run_dir / "best.pt")
+        else:
+            stale += 1
+        save_checkpoint(
+            {
+                **_slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row),
+                "phase": phase, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "history": history, "best_auc": best_auc, "best_loss": best_loss, "best_epoch": best_epoch,
+                "stale": stale, "bad_train": sorted(bad_train), "bad_valid": sorted(bad_valid),
+            },
+            run_dir / "last.pt",
+        )
+        _write_history(history, run_dir / "history.csv")
+        _plot_curves(history, run_dir / "curves.png", best_epoch)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+        if phase == "finetune" and cfg.early_stopping and stale >= cfg.early_stopping:
+            log.info("early stopping: no better validation AUC for %d epochs (best epoch %d)", stale, best_epoch)
+            break
+
+    return _finish(run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash)
+
+
+def _plot_curves(history, path, best_epoch):
+    from dfdetect import plots
+
+    plots.training_curves(history, path, best_epoch)
+
+
+def _slim_checkpoint(model, cfg: TrainConfig, data_config, timm_name, split_hash, epoch, row) -> dict[str, Any]:
+    return {
+        "arch": cfg.model.name,
+        "timm_name": timm_name,
+        "classes": list(CLASSES),
+        "data_config": data_config,
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "config": cfg.to_dict(),
+        "epoch": epoch,
+        "valid": {k: row[k] for k in ("valid_loss", "valid_acc", "valid_f1", "valid_auc")},
+        "split_sha256": split_hash,
+        "dfdetect_version": dfdetect.__version__,
+        "threshold": 0.5,
+    }
+
+
+def _finish(run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash) -> Path:
+    """Pick the threshold on validation, evaluate best.pt on the test split, write the bad-file list."""
+    best = load_checkpoint(run_dir / "best.pt")
+    vs = best.pop("valid_scores")
+    best["threshold"] = choose_threshold(vs["labels"], vs["scores"], cfg.threshold)
+    best["threshold_rule"] = f"{cfg.threshold} (chosen on the validation split)"
+    save_checkpoint(best, run_dir / "best.pt")
+
+    bad_paths = sorted(
+        {str(train_ds.path(i)) for i in bad_train} | {str(valid_ds.path(i)) for i in bad_valid}
+    )
+    summary: dict[str, Any] = {
+        "run": str(run_dir), "best_epoch": best_epoch, "threshold": best["threshold"], "split_sha256": split_hash,
+        "skipped_files": len(bad_paths),
+    }
+    if cfg.evaluate_test and by_split["test"]:
+        model = create_model(cfg.model.name, drop_rate=cfg.model.drop_rate)
+        model.load_state_dict(best["model"])
+        model.to(device)
+        test_ds = ImageDataset(by_split["test"], cfg.data.root, eval_transform(best["data_config"]))
+        res = score_loader(model, make_loader(test_ds, cfg.batch_size * 2, False, cfg.data.num_workers), device,
+                           cfg.amp, "test")
+        bad_paths += [str(test_ds.path(i)) for i in res["bad"]]
+        m = write_eval_artifacts(
+            res["labels"], res["scores"], [test_ds.items[i].path for i in res["index"]], best["threshold"],
+            run_dir / "eval_test",
+            extra={"checkpoint": str(run_dir / "best.pt"), "split": "test", "split_sha256": split_hash,
+                   "arch": cfg.model.name, "skipped_files": [str(test_ds.path(i)) for i in res["bad"]]},
+        )
+        summary["test"] = {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "eer")}
+        summary["test_ci95"] = m["ci95"]
+        log.info(
+            "test: acc %.4f  precision %.4f  recall %.4f  F1 %.4f  AUC %.4f  EER %.4f  (n=%d)",
+            m["accuracy"], m["precision"], m["recall"], m["f1"], m["roc_auc"], m["eer"], m["n"],
+        )
+    (run_dir / "bad_files.txt").write_text("".join(p + "\n" for p in bad_paths))
+    if bad_paths:
+        log.warning("%d unreadable files were skipped; listed in %s", len(bad_paths), run_dir / "bad_files.txt")
+    summary["skipped_files"] = len(bad_paths)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return run_dir
