@@ -29,26 +29,39 @@ def main() -> None:
         cmd = (a.runs / f"{run.name}.cmd").read_text().strip() if (a.runs / f"{run.name}.cmd").exists() else ""
         hist = list(csv.DictReader(open(run / "history.csv")))
         secs = sum(float(h["seconds"]) for h in hist)
-        rows.append({
-            "run": run.name, "arch": best["arch"], "input": best["data_config"]["input_size"][-1],
-            "best_epoch": best["epoch"], "epochs_run": len(hist),
-            "valid_auc": best["valid"]["valid_auc"], "valid_acc": best["valid"]["valid_acc"],
-            "valid_loss": best["valid"]["valid_loss"],
-            "test_acc": summary.get("test", {}).get("accuracy"), "test_auc": summary.get("test", {}).get("roc_auc"),
-            "threshold": best.get("threshold"), "train_seconds": round(secs, 1), "command": cmd,
-        })
+        rows.append(
+            {
+                "run": run.name,
+                "arch": best["arch"],
+                "input": best["data_config"]["input_size"][-1],
+                "best_epoch": best["epoch"],
+                "epochs_run": len(hist),
+                "valid_auc": best["valid"]["valid_auc"],
+                "valid_acc": best["valid"]["valid_acc"],
+                "valid_loss": best["valid"]["valid_loss"],
+                "test_acc": summary.get("test", {}).get("accuracy"),
+                "test_auc": summary.get("test", {}).get("roc_auc"),
+                "threshold": best.get("threshold"),
+                "train_seconds": round(secs, 1),
+                "command": cmd,
+            }
+        )
     rows.sort(key=lambda r: (-r["valid_auc"], r["valid_loss"]))
     with open(a.runs / "recipes.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["run"])
         w.writeheader()
         w.writerows(rows)
-    lines = ["| rank | run | arch | input | best epoch / run | valid AUC | valid acc | test acc | test AUC | s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| rank | run | arch | input | best epoch / run | valid AUC | valid acc | test acc | test AUC | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for i, r in enumerate(rows, 1):
         ta = f"{r['test_acc']:.4f}" if r["test_acc"] is not None else "-"
         tu = f"{r['test_auc']:.4f}" if r["test_auc"] is not None else "-"
-        lines.append(f"| {i} | {r['run']} | {r['arch']} | {r['input']} | {r['best_epoch']} / {r['epochs_run']} | "
-                     f"{r['valid_auc']:.4f} | {r['valid_acc']:.4f} | {ta} | {tu} | {r['train_seconds']} |")
+        lines.append(
+            f"| {i} | {r['run']} | {r['arch']} | {r['input']} | {r['best_epoch']} / {r['epochs_run']} | "
+            f"{r['valid_auc']:.4f} | {r['valid_acc']:.4f} | {ta} | {tu} | {r['train_seconds']} |"
+        )
     (a.runs / "recipes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if a.export and a.to:

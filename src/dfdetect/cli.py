@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import click
 import typer
@@ -81,45 +80,45 @@ def models_cmd() -> None:
 
 @app.command()
 def train(
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Data folder: ROOT/{real,fake} or the 140k layout."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Backbone name (see `dfdetect models`)."),
-    weights: Optional[str] = typer.Option(
+    data: Path | None = typer.Option(None, "--data", "-d", help="Data folder: ROOT/{real,fake} or the 140k layout."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Backbone name (see `dfdetect models`)."),
+    weights: str | None = typer.Option(
         None, "--weights", "-w", help="Initial weights: none | offline | hub | PATH to a checkpoint."
     ),
     offline_weights: bool = typer.Option(False, "--offline-weights", help="Shortcut for --weights offline."),
     pretrained: bool = typer.Option(False, "--pretrained", help="Shortcut for --weights hub (needs internet)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
-    epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs (after warm-up)."),
-    warmup_epochs: Optional[int] = typer.Option(None, help="Head-only epochs with the backbone frozen."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b"),
-    lr: Optional[float] = typer.Option(None, help="Fine-tuning learning rate (AdamW)."),
-    head_lr: Optional[float] = typer.Option(None, help="Warm-up learning rate (AdamW)."),
-    weight_decay: Optional[float] = typer.Option(None),
-    label_smoothing: Optional[float] = typer.Option(None),
-    scheduler: Optional[str] = typer.Option(None, help="plateau | cosine"),
-    early_stopping: Optional[int] = typer.Option(None, help="Patience in epochs (0 = off)."),
-    img_size: Optional[int] = typer.Option(None, help="Input size in pixels (default: the backbone's)."),
-    resize: Optional[int] = typer.Option(None, help="Resize the shorter side to this before cropping."),
-    rotation: Optional[float] = typer.Option(None, help="Augmentation: max rotation (degrees)."),
-    scale: Optional[float] = typer.Option(None, help="Augmentation: max zoom in/out (fraction)."),
-    hflip: Optional[float] = typer.Option(None, help="Augmentation: horizontal flip probability."),
-    jpeg_prob: Optional[float] = typer.Option(None, help="Augmentation: JPEG re-compression probability."),
-    blur_prob: Optional[float] = typer.Option(None, help="Augmentation: Gaussian blur probability."),
-    drop_rate: Optional[float] = typer.Option(None, help="Dropout before the dense layer."),
-    threshold: Optional[str] = typer.Option(None, help="Stored threshold: number | eer | f1 | fpr1 (on validation)."),
-    val_fraction: Optional[float] = typer.Option(None),
-    test_fraction: Optional[float] = typer.Option(None),
-    split_seed: Optional[int] = typer.Option(None),
-    manifest: Optional[Path] = typer.Option(None, help="Reuse a split manifest (CSV)."),
-    limit_per_class: Optional[int] = typer.Option(None, help="At most N images per class and split."),
-    max_steps: Optional[int] = typer.Option(None, help="Cap steps per epoch (smoke runs)."),
-    workers: Optional[int] = typer.Option(None, help="DataLoader workers."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config; flags override it."),
+    epochs: int | None = typer.Option(None, help="Fine-tuning epochs (after warm-up)."),
+    warmup_epochs: int | None = typer.Option(None, help="Head-only epochs with the backbone frozen."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b"),
+    lr: float | None = typer.Option(None, help="Fine-tuning learning rate (AdamW)."),
+    head_lr: float | None = typer.Option(None, help="Warm-up learning rate (AdamW)."),
+    weight_decay: float | None = typer.Option(None),
+    label_smoothing: float | None = typer.Option(None),
+    scheduler: str | None = typer.Option(None, help="plateau | cosine"),
+    early_stopping: int | None = typer.Option(None, help="Patience in epochs (0 = off)."),
+    img_size: int | None = typer.Option(None, help="Input size in pixels (default: the backbone's)."),
+    resize: int | None = typer.Option(None, help="Resize the shorter side to this before cropping."),
+    rotation: float | None = typer.Option(None, help="Augmentation: max rotation (degrees)."),
+    scale: float | None = typer.Option(None, help="Augmentation: max zoom in/out (fraction)."),
+    hflip: float | None = typer.Option(None, help="Augmentation: horizontal flip probability."),
+    jpeg_prob: float | None = typer.Option(None, help="Augmentation: JPEG re-compression probability."),
+    blur_prob: float | None = typer.Option(None, help="Augmentation: Gaussian blur probability."),
+    drop_rate: float | None = typer.Option(None, help="Dropout before the dense layer."),
+    threshold: str | None = typer.Option(None, help="Stored threshold: number | eer | f1 | fpr1 (on validation)."),
+    val_fraction: float | None = typer.Option(None),
+    test_fraction: float | None = typer.Option(None),
+    split_seed: int | None = typer.Option(None),
+    manifest: Path | None = typer.Option(None, help="Reuse a split manifest (CSV)."),
+    limit_per_class: int | None = typer.Option(None, help="At most N images per class and split."),
+    max_steps: int | None = typer.Option(None, help="Cap steps per epoch (smoke runs)."),
+    workers: int | None = typer.Option(None, help="DataLoader workers."),
     cache: bool = typer.Option(False, "--cache", help="Decode all images once into memory."),
-    seed: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Parent folder of run folders (default runs/)."),
-    name: Optional[str] = typer.Option(None, help="Run folder name."),
-    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run (its folder or last.pt)."),
+    seed: int | None = typer.Option(None),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Parent folder of run folders (default runs/)."),
+    name: str | None = typer.Option(None, help="Run folder name."),
+    resume: Path | None = typer.Option(None, help="Continue an interrupted run (its folder or last.pt)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Train a detector: head-only warm-up, then fine-tuning; evaluates the best checkpoint on the test split."""
@@ -197,9 +196,9 @@ def evaluate(
     checkpoint: Path = typer.Argument(..., help="Checkpoint from `dfdetect train` (best.pt) or .safetensors."),
     data: list[Path] = typer.Option(..., "--data", "-d", help="Data folder(s); each is reported separately."),
     split: str = typer.Option("test", help="Which split to score when the data or run has splits."),
-    manifest: Optional[Path] = typer.Option(None, help="Split manifest (CSV) to take the split from."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: beside the checkpoint)."),
-    threshold: Optional[float] = typer.Option(None, help="Override the checkpoint's threshold."),
+    manifest: Path | None = typer.Option(None, help="Split manifest (CSV) to take the split from."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: beside the checkpoint)."),
+    threshold: float | None = typer.Option(None, help="Override the checkpoint's threshold."),
     device: str = typer.Option("auto"),
     batch_size: int = typer.Option(64),
     workers: int = typer.Option(2),
@@ -233,13 +232,14 @@ def evaluate(
 @app.command()
 def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Checkpoint (default: the shipped detector)."),
-    threshold: Optional[float] = typer.Option(None, help="Override the model's stored threshold."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint (default: the shipped detector)."),
+    threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Also write results to this CSV file."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Also write results to this CSV file."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    backend: str = typer.Option("auto", help="auto | torch | onnx (auto: ONNX Runtime on CPU when available)."),
     batch_size: int = typer.Option(32),
-    workers: int = typer.Option(1, help="Decoding worker processes (0 = decode in the main process)."),
+    workers: int = typer.Option(2, help="Decoding threads (0 = decode in the main thread)."),
 ) -> None:
     """Score images: verdict and P(fake) per image. Exit code 1 when nothing could be scored."""
     _setup_logging()
@@ -247,9 +247,14 @@ def predict(
     from dfdetect.inference import Detector
 
     try:
-        det = Detector.load(model, device=device)
-        preds = det.predict(paths, batch_size=batch_size, workers=workers, threshold=threshold,
-                            progress=not as_json and sys.stderr.isatty())
+        det = Detector.load(model, device=device, backend=backend)
+        preds = det.predict(
+            paths,
+            batch_size=batch_size,
+            workers=workers,
+            threshold=threshold,
+            progress=not as_json and sys.stderr.isatty(),
+        )
     except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
         _fail(str(e))
     if csv_path:
@@ -279,6 +284,25 @@ def predict(
         )
     if not any(p.error is None for p in preds):
         raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt from train, or .safetensors)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output .onnx (default: beside the checkpoint)."),
+    opset: int = typer.Option(17),
+) -> None:
+    """Export a checkpoint to ONNX (preprocessing + threshold in its metadata) and check parity with PyTorch."""
+    _setup_logging()
+    from dfdetect.engine.checkpoint import CheckpointError
+    from dfdetect.export import export_onnx
+
+    target = out or checkpoint.with_suffix(".onnx")
+    try:
+        res = export_onnx(checkpoint, target, opset=opset)
+    except (CheckpointError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+    typer.echo(f"{res['path']}  (max |logit diff| vs PyTorch: {res['max_abs_diff']:.2e})")
 
 
 def main() -> None:

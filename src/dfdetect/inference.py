@@ -1,31 +1,36 @@
 """The Python API for scoring images: ``Detector.load().predict(paths)`` -> list of ``Prediction``.
 
-Preprocessing always comes from the checkpoint's stored data config, never from ImageNet defaults.
-The same ``Prediction`` shape is used by the CLI (table, JSON lines, CSV) and the REST API.
+Two backends behind one class: PyTorch (any checkpoint from ``dfdetect train`` or shipped safetensors;
+needed for CAMs) and ONNX Runtime (``.onnx`` from ``dfdetect export``; the fast path on CPUs, and it never
+imports torch, so a cold ``dfdetect predict one.jpg`` stays quick). Preprocessing always comes from the
+model's stored data config (``dfdetect.data.preprocess``), never from ImageNet defaults. The same
+``Prediction`` shape serves the CLI (table, JSON lines, CSV) and the REST API.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import logging
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from dfdetect.data.io import ImageLoadError, is_image_file, open_image
+from dfdetect.data.io import ImageLoadError, is_image_file, open_image, to_rgb
+from dfdetect.data.preprocess import preprocess
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
+DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
 
 
 @dataclass
@@ -65,134 +70,246 @@ def expand_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     return files, missing
 
 
-class _FileDataset(Dataset):
-    """Reads each file once: hash and decode from the same bytes, in a DataLoader worker."""
-
-    def __init__(self, paths: Sequence[Path], transform):
-        self.paths = list(paths)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            data = self.paths[i].read_bytes()
-        except OSError as e:
-            return None, i, None, f"{self.paths[i]}: cannot read ({e.strerror})"
-        sha = hashlib.sha256(data).hexdigest()
-        try:
-            img = open_image(data)
-        except ImageLoadError as e:
-            return None, i, sha, str(e).replace("<bytes>", str(self.paths[i]))
-        return self.transform(img), i, sha, None
+def _softmax_fake(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e[:, 1] / e.sum(axis=1)).astype(np.float64)
 
 
-def _collate(batch):
-    good = [b for b in batch if b[0] is not None]
-    images = torch.stack([b[0] for b in good]) if good else None
-    return images, [b[1] for b in good], [(b[1], b[2], b[3]) for b in batch]
+class _TorchBackend:
+    name = "torch"
+
+    def __init__(self, model: Any, device: Any):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            return self.model(self.torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+
+class _OnnxBackend:
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or os.cpu_count() or 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.device = "cpu"
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: batch})[0]
 
 
 class Detector:
-    """A loaded detector: model + its preprocessing + its decision threshold."""
+    """A loaded detector: a backend + its preprocessing (data config) + its decision threshold."""
 
     def __init__(
         self,
-        model: nn.Module,
+        backend: Any,
         data_config: dict[str, Any],
         threshold: float = 0.5,
         model_id: str = "unknown",
         arch: str = "unknown",
-        device: str | torch.device = "cpu",
         meta: dict[str, Any] | None = None,
+        source: str = "",
     ):
-        from dfdetect.data.transforms import eval_transform
-
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.backend = backend
         self.data_config = data_config
         self.threshold = float(threshold)
         self.model_id = model_id
         self.arch = arch
         self.meta = meta or {}
-        self.transform = eval_transform(data_config)
+        self.source = source
+
+    # ---- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path | None = None, device: str = "auto", backend: str = "auto") -> Detector:
+        """Load a model. ``path``: a .pt checkpoint, .safetensors, or .onnx; default: the shipped detector.
+
+        ``backend``: auto (ONNX Runtime for .onnx and for the shipped model when onnxruntime is installed
+        and the device is CPU; PyTorch otherwise), torch, or onnx.
+        """
+        if backend not in ("auto", "torch", "onnx"):
+            raise ValueError(f"backend must be auto, torch or onnx, not {backend!r}")
+        if path is None:
+            if not DEFAULT_WEIGHTS.is_file():
+                raise FileNotFoundError(f"the default detector {DEFAULT_WEIGHTS} is missing from this installation")
+            want_onnx = backend == "onnx" or (
+                backend == "auto"
+                and device in ("auto", "cpu")
+                and DEFAULT_ONNX.is_file()
+                and _has_onnxruntime()
+                and not _cuda_wanted(device)
+            )
+            path = DEFAULT_ONNX if want_onnx else DEFAULT_WEIGHTS
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file {path} not found")
+        if path.suffix == ".onnx":
+            if backend == "torch":
+                raise ValueError("an .onnx file runs on the onnx backend only; pass a .pt/.safetensors for torch")
+            return cls._load_onnx(path)
+        if backend == "onnx":
+            raise ValueError(f"{path} is a PyTorch checkpoint; export it first: dfdetect export {path}")
+        return cls._load_torch(path, device)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, device: str = "auto") -> Detector:
-        """Load a checkpoint from ``dfdetect train`` (.pt) or shipped weights (.safetensors); default: the shipped model."""
+    def _load_onnx(cls, path: Path) -> Detector:
+        be = _OnnxBackend(path)
+        props = be.session.get_modelmeta().custom_metadata_map
+        if "dfdetect" not in props:
+            raise ValueError(f"{path} has no dfdetect metadata (not exported by `dfdetect export`)")
+        meta = json.loads(props["dfdetect"])
+        return cls(
+            be, meta["data_config"], meta.get("threshold", 0.5), meta["model_id"], meta["arch"], meta, source=str(path)
+        )
+
+    @classmethod
+    def _load_torch(cls, path: Path, device: str) -> Detector:
         from dfdetect.engine.checkpoint import load_checkpoint
         from dfdetect.engine.evaluate import resolve_device
+        from dfdetect.export import model_id_for
         from dfdetect.models.factory import create_model
 
-        path = Path(path) if path else DEFAULT_WEIGHTS
-        if path == DEFAULT_WEIGHTS and not path.is_file():
-            raise FileNotFoundError(f"the default detector {path} is missing from this installation")
         ckpt = load_checkpoint(path)
         model = create_model(ckpt["arch"], drop_rate=0.0)
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
         missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected:
-            raise ValueError(f"{path}: weights do not fit {ckpt['arch']} (missing {missing[:3]}, extra {unexpected[:3]})")
-        model_id = ckpt.get("model_id") or f"{ckpt['arch']}-{_file_digest(path)[:12]}"
+            raise ValueError(
+                f"{path}: weights do not fit {ckpt['arch']} (missing {missing[:3]}, extra {unexpected[:3]})"
+            )
+        meta = {k: ckpt[k] for k in ("epoch", "split_sha256", "threshold_rule", "valid") if k in ckpt}
         return cls(
-            model, ckpt["data_config"], ckpt.get("threshold", 0.5), model_id, ckpt["arch"],
-            resolve_device(device), meta={k: ckpt[k] for k in ("epoch", "split_sha256", "threshold_rule") if k in ckpt},
+            _TorchBackend(model, resolve_device(device)),
+            ckpt["data_config"],
+            ckpt.get("threshold", 0.5),
+            model_id_for(ckpt, path),
+            ckpt["arch"],
+            meta,
+            source=str(path),
         )
 
-    @torch.inference_mode()
-    def score_tensor(self, batch: torch.Tensor) -> np.ndarray:
-        """P(fake) for a preprocessed batch (N, 3, H, W)."""
-        logits = self.model(batch.to(self.device))
-        return torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
+    # ---- scoring -------------------------------------------------------------------------------
+    @property
+    def model(self) -> Any:
+        """The torch module (torch backend only): for CAMs and feature maps."""
+        if not isinstance(self.backend, _TorchBackend):
+            raise RuntimeError("this detector runs on ONNX Runtime; load a .pt/.safetensors for the torch model")
+        return self.backend.model
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        return preprocess(to_rgb(img), self.data_config)
+
+    def score_batch(self, batch: np.ndarray) -> np.ndarray:
+        """P(fake) for a preprocessed float32 batch (N, 3, H, W)."""
+        return _softmax_fake(self.backend.logits(np.ascontiguousarray(batch, dtype=np.float32)))
 
     def score_image(self, img: Image.Image) -> float:
-        """P(fake) for one decoded image (any mode; converted to RGB here)."""
-        from dfdetect.data.io import to_rgb
+        """P(fake) for one decoded image (any mode)."""
+        return float(self.score_batch(self.preprocess(img)[None])[0])
 
-        return float(self.score_tensor(self.transform(to_rgb(img)).unsqueeze(0))[0])
+    def predict_bytes(self, data: bytes, name: str = "<upload>", threshold: float | None = None) -> Prediction:
+        """Score one encoded image held in memory (the REST API's path)."""
+        thr = self.threshold if threshold is None else float(threshold)
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            img = open_image(data)
+        except ImageLoadError as e:
+            return Prediction(name, sha, None, None, thr, self.model_id, str(e).replace("<bytes>", name))
+        s = self.score_image(img)
+        return Prediction(name, sha, "fake" if s >= thr else "real", round(s, 6), thr, self.model_id)
 
     def predict(
         self,
         inputs: str | Path | Iterable[str | Path],
         batch_size: int = 32,
-        workers: int = 1,
+        workers: int = 2,
         threshold: float | None = None,
         progress: bool = False,
     ) -> list[Prediction]:
         """Score files, folders or globs. Unreadable files come back with ``error`` set; missing paths raise."""
-        from tqdm.auto import tqdm
-
         if isinstance(inputs, (str, Path)):
             inputs = [inputs]
         files, missing = expand_paths(inputs)
         if missing:
             raise FileNotFoundError(f"no such file, folder or glob match: {', '.join(missing)}")
         thr = self.threshold if threshold is None else float(threshold)
-        results: list[Prediction | None] = [None] * len(files)
-        loader = DataLoader(
-            _FileDataset(files, self.transform), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
-            prefetch_factor=4 if workers else None,
-        )
+        out: list[Prediction] = []
+        from tqdm.auto import tqdm
+
         with tqdm(total=len(files), desc="predict", unit="img", disable=not progress) as bar:
-            for images, idx, info in loader:
-                scores = self.score_tensor(images) if images is not None else []
-                score_of = dict(zip(idx, scores))
-                for i, sha, err in info:
+            for chunk, decoded in self._decoded_batches(files, batch_size, workers):
+                good = [i for i, d in enumerate(decoded) if d[0] is not None]
+                scores = self.score_batch(np.stack([decoded[i][0] for i in good])) if good else []
+                score_of = dict(zip(good, scores))
+                for i, (path, (_, sha, err)) in enumerate(zip(chunk, decoded)):
                     s = score_of.get(i)
                     if err:
                         log.warning("skipping %s", err)
-                    results[i] = Prediction(
-                        path=str(files[i]), sha256=sha,
-                        label=None if s is None else ("fake" if s >= thr else "real"),
-                        score=None if s is None else round(float(s), 6),
-                        threshold=thr, model=self.model_id, error=err,
+                    out.append(
+                        Prediction(
+                            path=str(path),
+                            sha256=sha,
+                            label=None if s is None else ("fake" if s >= thr else "real"),
+                            score=None if s is None else round(float(s), 6),
+                            threshold=thr,
+                            model=self.model_id,
+                            error=err,
+                        )
                     )
-                bar.update(len(info))
-        return [r for r in results if r is not None]
+                bar.update(len(chunk))
+        return out
+
+    def _load_one(self, path: Path) -> tuple[np.ndarray | None, str | None, str | None]:
+        """Read once; hash and decode the same bytes."""
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            return None, None, f"{path}: cannot read ({e.strerror})"
+        sha = hashlib.sha256(data).hexdigest()
+        try:
+            return self.preprocess(open_image(data)), sha, None
+        except ImageLoadError as e:
+            return None, sha, str(e).replace("<bytes>", str(path))
+
+    def _decoded_batches(
+        self, files: Sequence[Path], batch_size: int, workers: int
+    ) -> Iterator[tuple[Sequence[Path], list[tuple[np.ndarray | None, str | None, str | None]]]]:
+        """Decode in threads one batch ahead of inference (PIL and numpy release the GIL)."""
+        chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+        if workers <= 0:
+            for c in chunks:
+                yield c, [self._load_one(p) for p in c]
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            pending = [pool.map(self._load_one, c) for c in chunks[:2]]
+            for k, c in enumerate(chunks):
+                decoded = list(pending[k])
+                if k + 2 < len(chunks):
+                    pending.append(pool.map(self._load_one, chunks[k + 2]))
+                yield c, decoded
 
 
-def _file_digest(path: Path) -> str:
-    from dfdetect.data.io import sha256_file
+def _has_onnxruntime() -> bool:
+    import importlib.util
 
-    return sha256_file(path)
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _cuda_wanted(device: str) -> bool:
+    if device != "auto":
+        return device.startswith("cuda")
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    # Avoid importing torch just to ask: a visible NVIDIA device node is a good enough hint.
+    return Path("/dev/nvidia0").exists()

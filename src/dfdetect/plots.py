@@ -69,7 +69,9 @@ def misclassifications(misclassified: dict[str, int], path: str | Path) -> Path:
     return Path(path)
 
 
-def roc(y_true: Sequence[int], y_score: Sequence[float], auc: float, path: str | Path, eer: float | None = None) -> Path:
+def roc(
+    y_true: Sequence[int], y_score: Sequence[float], auc: float, path: str | Path, eer: float | None = None
+) -> Path:
     fpr, tpr, _ = roc_curve(y_true, y_score)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(fpr, tpr, lw=2, label=f"ROC (AUC = {auc:.4f})")

@@ -29,7 +29,9 @@ def resize_crop(img: Image.Image, data_config: dict[str, Any]) -> Image.Image:
     if min(w, h) != resize:
         scale = resize / min(w, h)
         nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
-        img = img.resize((nw, nh), _PIL_INTERP.get(data_config.get("interpolation", "bicubic"), Image.Resampling.BICUBIC))
+        img = img.resize(
+            (nw, nh), _PIL_INTERP.get(data_config.get("interpolation", "bicubic"), Image.Resampling.BICUBIC)
+        )
         w, h = nw, nh
     if (w, h) != (size, size):
         left, top = (w - size) // 2, (h - size) // 2

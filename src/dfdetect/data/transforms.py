@@ -63,5 +63,10 @@ def train_transform(data_config: dict[str, Any], aug: AugmentConfig) -> T.Compos
     ops.append(T.RandomCrop(size) if aug.random_crop else T.CenterCrop(size))
     if aug.hflip > 0:
         ops.append(T.RandomHorizontalFlip(aug.hflip))
-    ops.extend([T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(data_config["mean"]), std=list(data_config["std"]))])
+    ops.extend(
+        [
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean=list(data_config["mean"]), std=list(data_config["std"])),
+        ]
+    )
     return T.Compose(ops)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "dfdetect-checkpoint"
 REQUIRED = ("arch", "classes", "data_config", "model")
@@ -23,6 +24,8 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
     """Write to a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -39,6 +42,8 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")

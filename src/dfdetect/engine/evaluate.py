@@ -191,9 +191,18 @@ def evaluate_checkpoint(
     for p in skipped:
         log.warning("skipped unreadable file %s", p)
     m = write_eval_artifacts(
-        res["labels"], res["scores"], [ds.items[i].path for i in res["index"]], thr, out,
-        extra={"checkpoint": str(checkpoint), "arch": ckpt["arch"], "data": str(data), "images": source,
-               "skipped_files": skipped},
+        res["labels"],
+        res["scores"],
+        [ds.items[i].path for i in res["index"]],
+        thr,
+        out,
+        extra={
+            "checkpoint": str(checkpoint),
+            "arch": ckpt["arch"],
+            "data": str(data),
+            "images": source,
+            "skipped_files": skipped,
+        },
         n_boot=n_boot,
     )
     m["out_dir"] = str(out)
@@ -202,4 +211,4 @@ def evaluate_checkpoint(
 
 def _manifest_root(path: Path) -> Path | None:
     first = path.read_text().split("\n", 1)[0]
-    return Path(first[len("# root: "):]).resolve() if first.startswith("# root: ") else None
+    return Path(first[len("# root: ") :]).resolve() if first.startswith("# root: ") else None

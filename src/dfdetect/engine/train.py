@@ -43,8 +43,19 @@ from dfdetect.models.registry import get_spec
 log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = [
-    "epoch", "phase", "train_loss", "train_acc", "valid_loss", "valid_acc", "valid_f1", "valid_auc",
-    "v_loss_improvement_pct", "lr", "next_lr", "seconds", "images_per_s",
+    "epoch",
+    "phase",
+    "train_loss",
+    "train_acc",
+    "valid_loss",
+    "valid_acc",
+    "valid_f1",
+    "valid_auc",
+    "v_loss_improvement_pct",
+    "lr",
+    "next_lr",
+    "seconds",
+    "images_per_s",
 ]
 
 
@@ -53,8 +64,14 @@ def make_loader(ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, 
     # a function of (seed, epoch) alone, which is what makes --resume exact.
     g = torch.Generator().manual_seed(seed)
     return DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, collate_fn=collate,
-        generator=g, pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=g,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
     )
 
 
@@ -133,7 +150,7 @@ def _format_row(r: dict[str, Any]) -> str:
 
 
 def fit(
-    cfg: TrainConfig,
+    cfg: TrainConfig | None,
     resume: str | Path | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Path:
@@ -147,6 +164,8 @@ def fit(
         log.info("resuming %s from epoch %d", run_dir, state["epoch"])
     else:
         state = None
+        if cfg is None:
+            raise ValueError("fit needs a config unless it resumes a run")
         run_dir = _run_dir(cfg)
         if (run_dir / "last.pt").exists():
             raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
@@ -172,9 +191,7 @@ def fit(
             raise ValueError(f"the {s} split needs images of both classes; it has {len(by_split[s])} images")
     cfg.save_yaml(run_dir / "config.yaml")
 
-    model = create_model(
-        cfg.model.name, weights="none" if state else cfg.model.weights, drop_rate=cfg.model.drop_rate
-    )
+    model = create_model(cfg.model.name, weights="none" if state else cfg.model.weights, drop_rate=cfg.model.drop_rate)
     data_config = data_config_for(model, cfg.model.img_size, cfg.model.resize_to)
     model.to(device)
     if device.type == "cuda" and cfg.channels_last:
@@ -187,7 +204,13 @@ def fit(
             ds.preload()
     log.info(
         "run %s | %s (%s) on %s | train %d, valid %d, test %d | input %s",
-        run_dir, spec.name, spec.timm_name, device, len(train_ds), len(valid_ds), len(by_split["test"]),
+        run_dir,
+        spec.name,
+        spec.timm_name,
+        device,
+        len(train_ds),
+        len(valid_ds),
+        len(by_split["test"]),
         data_config["input_size"],
     )
 
@@ -209,7 +232,12 @@ def fit(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history = state["history"]
-        best_auc, best_loss, best_epoch, stale = state["best_auc"], state["best_loss"], state["best_epoch"], state["stale"]
+        best_auc, best_loss, best_epoch, stale = (
+            state["best_auc"],
+            state["best_loss"],
+            state["best_epoch"],
+            state["stale"],
+        )
         bad_train, bad_valid = set(state["bad_train"]), set(state["bad_valid"])
         start_epoch = state["epoch"] + 1
 
@@ -225,7 +253,13 @@ def fit(
         t0 = time.perf_counter()
         loader = make_loader(train_ds, cfg.batch_size, True, cfg.data.num_workers, seed=cfg.seed * 1000 + epoch)
         tr_loss, tr_acc, n_seen, bad = train_one_epoch(
-            model, loader, opt, device, cfg, phase == "warmup", cfg.max_steps_per_epoch,
+            model,
+            loader,
+            opt,
+            device,
+            cfg,
+            phase == "warmup",
+            cfg.max_steps_per_epoch,
             desc=f"epoch {epoch}/{total_epochs} {phase}",
         )
         bad_train.update(bad)
@@ -247,9 +281,18 @@ def fit(
         prev_best_vloss = min(prev_best_vloss, val["loss"]) if prev_best_vloss == prev_best_vloss else val["loss"]
         seconds = time.perf_counter() - t0
         row = {
-            "epoch": epoch, "phase": phase, "train_loss": tr_loss, "train_acc": tr_acc,
-            "valid_loss": val["loss"], "valid_acc": vm["accuracy"], "valid_f1": vm["f1"], "valid_auc": vm["roc_auc"],
-            "v_loss_improvement_pct": improvement, "lr": lr, "next_lr": next_lr, "seconds": seconds,
+            "epoch": epoch,
+            "phase": phase,
+            "train_loss": tr_loss,
+            "train_acc": tr_acc,
+            "valid_loss": val["loss"],
+            "valid_acc": vm["accuracy"],
+            "valid_f1": vm["f1"],
+            "valid_auc": vm["roc_auc"],
+            "v_loss_improvement_pct": improvement,
+            "lr": lr,
+            "next_lr": next_lr,
+            "seconds": seconds,
             "images_per_s": n_seen / max(train_seconds, 1e-9),
         }
         history.append(row)
@@ -266,9 +309,16 @@ def fit(
         save_checkpoint(
             {
                 **_slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row),
-                "phase": phase, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "history": history, "best_auc": best_auc, "best_loss": best_loss, "best_epoch": best_epoch,
-                "stale": stale, "bad_train": sorted(bad_train), "bad_valid": sorted(bad_valid),
+                "phase": phase,
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "history": history,
+                "best_auc": best_auc,
+                "best_loss": best_loss,
+                "best_epoch": best_epoch,
+                "stale": stale,
+                "bad_train": sorted(bad_train),
+                "bad_valid": sorted(bad_valid),
             },
             run_dir / "last.pt",
         )
@@ -313,11 +363,12 @@ def _finish(run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, be
     best["threshold_rule"] = f"{cfg.threshold} (chosen on the validation split)"
     save_checkpoint(best, run_dir / "best.pt")
 
-    bad_paths = sorted(
-        {str(train_ds.path(i)) for i in bad_train} | {str(valid_ds.path(i)) for i in bad_valid}
-    )
+    bad_paths = sorted({str(train_ds.path(i)) for i in bad_train} | {str(valid_ds.path(i)) for i in bad_valid})
     summary: dict[str, Any] = {
-        "run": str(run_dir), "best_epoch": best_epoch, "threshold": best["threshold"], "split_sha256": split_hash,
+        "run": str(run_dir),
+        "best_epoch": best_epoch,
+        "threshold": best["threshold"],
+        "split_sha256": split_hash,
         "skipped_files": len(bad_paths),
     }
     if cfg.evaluate_test and by_split["test"]:
@@ -325,20 +376,35 @@ def _finish(run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, be
         model.load_state_dict(best["model"])
         model.to(device)
         test_ds = ImageDataset(by_split["test"], cfg.data.root, eval_transform(best["data_config"]))
-        res = score_loader(model, make_loader(test_ds, cfg.batch_size * 2, False, cfg.data.num_workers), device,
-                           cfg.amp, "test")
+        res = score_loader(
+            model, make_loader(test_ds, cfg.batch_size * 2, False, cfg.data.num_workers), device, cfg.amp, "test"
+        )
         bad_paths += [str(test_ds.path(i)) for i in res["bad"]]
         m = write_eval_artifacts(
-            res["labels"], res["scores"], [test_ds.items[i].path for i in res["index"]], best["threshold"],
+            res["labels"],
+            res["scores"],
+            [test_ds.items[i].path for i in res["index"]],
+            best["threshold"],
             run_dir / "eval_test",
-            extra={"checkpoint": str(run_dir / "best.pt"), "split": "test", "split_sha256": split_hash,
-                   "arch": cfg.model.name, "skipped_files": [str(test_ds.path(i)) for i in res["bad"]]},
+            extra={
+                "checkpoint": str(run_dir / "best.pt"),
+                "split": "test",
+                "split_sha256": split_hash,
+                "arch": cfg.model.name,
+                "skipped_files": [str(test_ds.path(i)) for i in res["bad"]],
+            },
         )
         summary["test"] = {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "eer")}
         summary["test_ci95"] = m["ci95"]
         log.info(
             "test: acc %.4f  precision %.4f  recall %.4f  F1 %.4f  AUC %.4f  EER %.4f  (n=%d)",
-            m["accuracy"], m["precision"], m["recall"], m["f1"], m["roc_auc"], m["eer"], m["n"],
+            m["accuracy"],
+            m["precision"],
+            m["recall"],
+            m["f1"],
+            m["roc_auc"],
+            m["eer"],
+            m["n"],
         )
     (run_dir / "bad_files.txt").write_text("".join(p + "\n" for p in bad_paths))
     if bad_paths:

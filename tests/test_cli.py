@@ -1,0 +1,177 @@
+"""The command line: help, typos, train/evaluate/predict/export on a tiny model, output formats, exit codes."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from dfdetect.cli import app
+
+runner = CliRunner()
+
+
+def test_help_is_fast_and_lists_verbs():
+    out = subprocess.run([sys.executable, "-m", "dfdetect", "--help"], capture_output=True, text=True, check=True)
+    for verb in ("train", "evaluate", "predict", "export", "models"):
+        assert verb in out.stdout
+
+
+def test_typo_suggests_closest_command():
+    r = runner.invoke(app, ["predcit", "x.jpg"])
+    assert r.exit_code == 2 and "Did you mean 'predict'" in r.output
+
+
+def test_unknown_model_suggests_closest(tiny_data, tmp_path):
+    r = runner.invoke(app, ["train", "--data", str(tiny_data), "--model", "mobilenetv3_smal", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "mobilenetv3_small" in r.output
+
+
+def test_train_cli_small_run(tiny_data, tmp_path):
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tiny_data),
+            "--model",
+            "tiny_mobilenetv3",
+            "--img-size",
+            "32",
+            "--epochs",
+            "1",
+            "--warmup-epochs",
+            "0",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+            "--name",
+            "cli",
+            "--jpeg-prob",
+            "0.5",
+            "--blur-prob",
+            "0.5",
+            "--threshold",
+            "eer",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "cli" / "eval_test" / "metrics.json").is_file()
+    assert "jpeg_prob: 0.5" in (tmp_path / "cli" / "config.yaml").read_text()
+
+
+def test_evaluate_uses_the_runs_test_split(tiny_run, tiny_data, tmp_path):
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tiny_run / "best.pt"),
+            "--data",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "ev"),
+            "--workers",
+            "0",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    ref = json.loads((tiny_run / "eval_test" / "metrics.json").read_text())
+    assert "training run's manifest" in m["images"]
+    assert m["n"] == ref["n"] and m["roc_auc"] == pytest.approx(ref["roc_auc"], abs=1e-6)
+    assert "precision" in r.output and "macro avg" in r.output
+
+
+def test_evaluate_several_folders(tiny_run, tiny_data, tmp_path, clean_copy):
+    other = clean_copy(tiny_data)
+    r = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tiny_run / "best.pt"),
+            "--data",
+            str(tiny_data),
+            "--data",
+            str(other),
+            "--out",
+            str(tmp_path / "multi"),
+            "--json",
+            "--workers",
+            "0",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output[r.output.index("{") :])
+    assert len(res) == 2
+    # The copy is not the run's data folder, so all of its 24 readable images are scored.
+    assert res[str(other)]["n"] == 24
+
+
+def test_predict_folder_with_broken_files_json_and_csv(tiny_run, tiny_data, tmp_path):
+    csv_path = tmp_path / "out.csv"
+    r = runner.invoke(
+        app,
+        [
+            "predict",
+            str(tiny_data),
+            "--model",
+            str(tiny_run / "best.pt"),
+            "--json",
+            "--csv",
+            str(csv_path),
+            "--workers",
+            "0",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert len(lines) == 27
+    bad = [x for x in lines if x["error"]]
+    assert sorted(x["path"].rsplit("/", 1)[-1] for x in bad) == ["corrupt.jpg", "empty.jpg", "notes.png"]
+    good = [x for x in lines if not x["error"]]
+    assert all(
+        0 <= x["score"] <= 1 and x["label"] == ("fake" if x["score"] >= x["threshold"] else "real") for x in good
+    )
+    assert all(len(x["sha256"]) == 64 for x in lines)
+    rows = list(csv.DictReader(open(csv_path)))
+    assert len(rows) == 27 and set(rows[0]) >= {"path", "sha256", "label", "score", "threshold", "model", "error"}
+
+
+def test_predict_table_and_threshold(tiny_run, tiny_data):
+    img = next((tiny_data / "real").glob("real_*.jpg"))
+    r0 = runner.invoke(app, ["predict", str(img), "--model", str(tiny_run / "best.pt"), "--threshold", "0"])
+    r1 = runner.invoke(app, ["predict", str(img), "--model", str(tiny_run / "best.pt"), "--threshold", "1.01"])
+    assert r0.exit_code == r1.exit_code == 0
+    assert " fake " in r0.output and " real " in r1.output and "1 scored" in r0.output
+
+
+def test_predict_exit_codes(tiny_run, tiny_data, tmp_path):
+    model = str(tiny_run / "best.pt")
+    r = runner.invoke(app, ["predict", str(tmp_path / "missing.jpg"), "--model", model])
+    assert r.exit_code == 2 and "missing.jpg" in r.output
+    r = runner.invoke(app, ["predict", str(tiny_data / "fake" / "empty.jpg"), "--model", model])
+    assert r.exit_code == 1 and "ERROR" in r.output
+    r = runner.invoke(app, ["predict", str(tiny_data / "real" / "*.jpg"), "--model", model, "--json"])
+    assert r.exit_code == 0 and r.stdout.count('"path"') == 13
+
+
+def test_export_and_onnx_predict_match_torch(tiny_run, tiny_data, tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx_path = tmp_path / "m.onnx"
+    r = runner.invoke(app, ["export", str(tiny_run / "best.pt"), "--out", str(onnx_path)])
+    assert r.exit_code == 0, r.output
+    from dfdetect import Detector
+
+    t = Detector.load(tiny_run / "best.pt", device="cpu")
+    o = Detector.load(onnx_path)
+    assert o.backend.name == "onnxruntime" and o.model_id == t.model_id and o.threshold == t.threshold
+    pt = t.predict(tiny_data / "fake", workers=0)
+    po = o.predict(tiny_data / "fake", workers=2)
+    assert [p.path for p in pt] == [p.path for p in po]
+    for a, b in zip(pt, po):
+        assert (a.score is None and b.score is None) or abs(a.score - b.score) < 1e-4

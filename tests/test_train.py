@@ -1,0 +1,114 @@
+"""End-to-end training on a tiny model: every artifact, bad files, exact resume, atomic checkpoints."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from dfdetect.data.datasets import read_manifest
+from dfdetect.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dfdetect.engine.train import HISTORY_COLUMNS, fit
+from tests.conftest import tiny_config
+
+
+def test_run_folder_holds_every_artifact(tiny_run):
+    for name in (
+        "config.yaml",
+        "split.csv",
+        "history.csv",
+        "curves.png",
+        "last.pt",
+        "best.pt",
+        "bad_files.txt",
+        "summary.json",
+    ):
+        assert (tiny_run / name).is_file(), name
+    for name in (
+        "metrics.json",
+        "classification_report.txt",
+        "predictions.csv",
+        "confusion_matrix.png",
+        "misclassified.png",
+        "roc.png",
+    ):
+        assert (tiny_run / "eval_test" / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(tiny_run / "history.csv")))
+    assert list(rows[0]) == HISTORY_COLUMNS and len(rows) == 3
+    assert [r["phase"] for r in rows] == ["warmup", "finetune", "finetune"]
+    best = torch.load(tiny_run / "best.pt", weights_only=True)  # plain dict, no pickled classes
+    assert best["arch"] == "tiny_efficientnet" and best["classes"] == ["real", "fake"]
+    assert best["data_config"]["input_size"] == [3, 48, 48] and 0 <= best["threshold"] <= 1
+    m = json.loads((tiny_run / "eval_test" / "metrics.json").read_text())
+    test_items = [it for it in read_manifest(tiny_run / "split.csv") if it.split == "test"]
+    bad = {"corrupt.jpg", "empty.jpg", "notes.png"}
+    readable = [it for it in test_items if it.path.rsplit("/", 1)[-1] not in bad]
+    assert m["n"] == len(readable) > 0
+    assert m["n_real"] == sum(it.label == 0 for it in readable)
+    assert set(m["ci95"]) >= {"accuracy", "roc_auc"} and m["split_sha256"] == best["split_sha256"]
+
+
+def test_bad_files_skipped_counted_and_listed(tiny_run):
+    listed = sorted(p.rsplit("/", 1)[-1] for p in (tiny_run / "bad_files.txt").read_text().split())
+    assert listed == ["corrupt.jpg", "empty.jpg", "notes.png"]
+    assert json.loads((tiny_run / "summary.json").read_text())["skipped_files"] == 3
+
+
+def test_test_split_never_trained_on(tiny_run):
+    items = read_manifest(tiny_run / "split.csv")
+    train = {it.path for it in items if it.split == "train"}
+    assert train and not train & {it.path for it in items if it.split in ("valid", "test")}
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_resume_after_kill_is_exact(tiny_data, tmp_path):
+    full = fit(tiny_config(tiny_data, tmp_path, name="full", early_stopping=0))
+
+    def kill_after_2(epoch, row):
+        if epoch == 2:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        fit(tiny_config(tiny_data, tmp_path, name="killed", early_stopping=0), on_epoch_end=kill_after_2)
+    resumed = fit(None, resume=tmp_path / "killed")  # config comes from the run folder
+    a = list(csv.DictReader(open(full / "history.csv")))
+    b = list(csv.DictReader(open(resumed / "history.csv")))
+    drop = {"seconds", "images_per_s"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in a] == [
+        {k: v for k, v in r.items() if k not in drop} for r in b
+    ]
+    wa, wb = load_checkpoint(full / "last.pt")["model"], load_checkpoint(resumed / "last.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_new_run_refuses_to_overwrite(tiny_run):
+    from dfdetect.config import TrainConfig
+
+    cfg = TrainConfig.load_yaml(tiny_run / "config.yaml")
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(cfg)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"arch": "a", "classes": [], "data_config": {}, "model": {}, "v": 1}, path)
+
+    def torn_save(obj, f):
+        f.write(b"partial garbage")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"arch": "a", "classes": [], "data_config": {}, "model": {}, "v": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["v"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_foreign_file_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "x.pt")
