@@ -305,6 +305,24 @@ def export(
     typer.echo(f"{res['path']}  (max |logit diff| vs PyTorch: {res['max_abs_diff']:.2e})")
 
 
+def _register_plugins() -> None:
+    import importlib
+
+    from dfdetect.commands import PLUGINS
+
+    for name in PLUGINS:
+        try:
+            mod = importlib.import_module(f"dfdetect.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"dfdetect.commands.{name}":
+                continue  # that feature is not in this build
+            raise
+        mod.register(app)
+
+
+_register_plugins()
+
+
 def main() -> None:
     app()
 

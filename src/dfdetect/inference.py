@@ -218,6 +218,15 @@ class Detector:
         """P(fake) for one decoded image (any mode)."""
         return float(self.score_batch(self.preprocess(img)[None])[0])
 
+    def explain(self, img: Image.Image, **kwargs: Any) -> Any:
+        """Heat maps for one image (Grad-CAM, Grad-CAM++, saliency, activations): see ``dfdetect.explain``.
+
+        Needs the torch backend (``Detector.load(path, backend="torch")``): CAMs need gradients.
+        """
+        from dfdetect.explain import explain_image
+
+        return explain_image(self, img, **kwargs)
+
     def predict_bytes(self, data: bytes, name: str = "<upload>", threshold: float | None = None) -> Prediction:
         """Score one encoded image held in memory (the REST API's path)."""
         thr = self.threshold if threshold is None else float(threshold)
