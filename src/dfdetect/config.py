@@ -50,6 +50,12 @@ class AugmentConfig:
     """Probability of a Gaussian blur."""
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 1.5])
     """Gaussian blur sigma range."""
+    mixup: float = 0.0
+    """MixUp alpha (0 = off): blends pairs of images and their labels."""
+    cutmix: float = 0.0
+    """CutMix alpha (0 = off): pastes a box from one image into another, labels mixed by area."""
+    mix_prob: float = 0.5
+    """Probability that a batch gets MixUp or CutMix (when either is on)."""
     random_crop: bool = True
     """Train on random crops of input_size from the image (native resolution) instead of resizing."""
 
@@ -85,6 +91,8 @@ class TrainConfig:
     """AdamW learning rate for the head-only warm-up."""
     weight_decay: float = 0.05
     """AdamW weight decay."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights, evaluated and saved instead (0 = off)."""
     label_smoothing: float = 0.0
     """Cross-entropy label smoothing."""
     scheduler: str = "plateau"

@@ -96,8 +96,25 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, phase: str):
     )
 
 
-def train_one_epoch(model, loader, opt, device, cfg: TrainConfig, frozen: bool, max_steps: int | None, desc: str):
+def _batch_mixer(cfg: TrainConfig):
+    """MixUp/CutMix on whole batches (torchvision v2); None when both are off."""
+    from torchvision.transforms import v2 as T
+
+    ops = []
+    if cfg.augment.mixup > 0:
+        ops.append(T.MixUp(alpha=cfg.augment.mixup, num_classes=2))
+    if cfg.augment.cutmix > 0:
+        ops.append(T.CutMix(alpha=cfg.augment.cutmix, num_classes=2))
+    if not ops:
+        return None
+    return T.RandomApply([T.RandomChoice(ops)], p=cfg.augment.mix_prob)
+
+
+def train_one_epoch(
+    model, loader, opt, device, cfg: TrainConfig, frozen: bool, max_steps: int | None, desc: str, ema=None, step0=0
+):
     model.train()
+    mixer = _batch_mixer(cfg)
     if frozen:
         _set_bn_eval(model)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -109,15 +126,20 @@ def train_one_epoch(model, loader, opt, device, cfg: TrainConfig, frozen: bool, 
             continue
         if max_steps is not None and step >= max_steps:
             break
-        images, y = images.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        target = y
+        if mixer is not None:
+            images, target = mixer(images, y)
+        images, y, target = (t.to(device, non_blocking=True) for t in (images, y, target))
         if device.type == "cuda" and cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg.amp):
             logits = model(images)
-            loss = loss_fn(logits.float(), y)
+            loss = loss_fn(logits.float(), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if ema is not None:
+            ema.update(model, step=step0 + step)
         loss_sum += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
         n += len(y)
@@ -240,6 +262,13 @@ def fit(
         )
         bad_train, bad_valid = set(state["bad_train"]), set(state["bad_valid"])
         start_epoch = state["epoch"] + 1
+    ema = None
+    if cfg.ema > 0:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
+        if state is not None and "ema" in state:
+            ema.module.load_state_dict(state["ema"])
 
     prev_best_vloss = min((h["valid_loss"] for h in history), default=math.nan)
     for epoch in range(start_epoch, total_epochs + 1):
@@ -261,11 +290,15 @@ def fit(
             phase == "warmup",
             cfg.max_steps_per_epoch,
             desc=f"epoch {epoch}/{total_epochs} {phase}",
+            ema=ema,
+            step0=(epoch - 1) * len(loader),
         )
         bad_train.update(bad)
         train_seconds = time.perf_counter() - t0
+        # With EMA on, the averaged weights are what we validate, select and ship.
+        eval_model = ema.module if ema is not None else model
         val = score_loader(
-            model, make_loader(valid_ds, cfg.batch_size * 2, False, cfg.data.num_workers), device, cfg.amp, "valid"
+            eval_model, make_loader(valid_ds, cfg.batch_size * 2, False, cfg.data.num_workers), device, cfg.amp, "valid"
         )
         bad_valid.update(val["bad"])
         vm = compute_metrics(val["labels"], val["scores"], 0.5)
@@ -301,7 +334,7 @@ def fit(
         improved = auc > best_auc or (auc == best_auc and val["loss"] < best_loss)
         if improved:
             best_auc, best_loss, best_epoch, stale = auc, val["loss"], epoch, 0
-            slim = _slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row)
+            slim = _slim_checkpoint(eval_model, cfg, data_config, spec.timm_name, split_hash, epoch, row)
             slim["valid_scores"] = {"labels": val["labels"].tolist(), "scores": val["scores"].tolist()}
             save_checkpoint(slim, run_dir / "best.pt")
         else:
@@ -317,6 +350,7 @@ def fit(
                 "best_loss": best_loss,
                 "best_epoch": best_epoch,
                 "stale": stale,
+                **({"ema": {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()}} if ema else {}),
                 "bad_train": sorted(bad_train),
                 "bad_valid": sorted(bad_valid),
             },
@@ -358,7 +392,7 @@ def _slim_checkpoint(model, cfg: TrainConfig, data_config, timm_name, split_hash
 def _finish(run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash) -> Path:
     """Pick the threshold on validation, evaluate best.pt on the test split, write the bad-file list."""
     best = load_checkpoint(run_dir / "best.pt")
-    vs = best.pop("valid_scores")
+    vs = best["valid_scores"]  # kept: calibration and threshold rules can be refitted later
     best["threshold"] = choose_threshold(vs["labels"], vs["scores"], cfg.threshold)
     best["threshold_rule"] = f"{cfg.threshold} (chosen on the validation split)"
     save_checkpoint(best, run_dir / "best.pt")

@@ -1,0 +1,245 @@
+"""Speed measurements that print figures: model latency/throughput (torch eager vs ONNX Runtime side by
+side), end-to-end folder scanning with ``Detector.predict``, and the cold start of ``dfdetect predict``.
+
+Never used by tests for timing; these are commands whose output goes into the README.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def _timeit(fn, warmup: int, iters: int, min_seconds: float) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < iters or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if len(times) >= 10 * iters:
+            break
+    return times
+
+
+def _stats(times: list[float], batch: int) -> dict[str, float]:
+    ms = sorted(t * 1000 for t in times)
+    return {
+        "batch": batch,
+        "p50_ms": statistics.median(ms),
+        "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))],
+        "images_per_s": batch / (statistics.median(ms) / 1000),
+        "runs": len(ms),
+    }
+
+
+def gflops_per_image(model: Any, size: int) -> float | None:
+    """Forward GFLOPs for one image, counted by torch's FLOP counter (a multiply-add = 2 FLOPs)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            model(torch.randn(1, 3, size, size))
+        return counter.get_total_flops() / 1e9
+    except Exception as e:  # noqa: BLE001 - an uncountable op only loses this one figure
+        log.debug("FLOP count failed: %s", e)
+        return None
+
+
+def benchmark_model(
+    model_ref: str | None,
+    img_size: int | None = None,
+    batch_sizes: tuple[int, ...] = (1, 8, 32),
+    onnx: bool = True,
+    threads: int | None = None,
+    device: str = "cpu",
+    warmup: int = 5,
+    iters: int = 20,
+    min_seconds: float = 2.0,
+) -> dict[str, Any]:
+    """Latency and throughput of one model: a name from the table (random weights) or a checkpoint."""
+    import torch
+
+    from dfdetect.engine.checkpoint import load_checkpoint
+    from dfdetect.models.factory import create_model, data_config_for
+    from dfdetect.models.registry import MODELS
+
+    if threads:
+        torch.set_num_threads(threads)
+    if model_ref is None or Path(model_ref).suffix in (".pt", ".safetensors") or model_ref not in MODELS:
+        from dfdetect.inference import DEFAULT_WEIGHTS
+
+        path = Path(model_ref) if model_ref else DEFAULT_WEIGHTS
+        ckpt = load_checkpoint(path)
+        model = create_model(ckpt["arch"], drop_rate=0.0)
+        model.load_state_dict(ckpt["model"], strict=False)
+        arch, size = ckpt["arch"], int(ckpt["data_config"]["input_size"][-1])
+        size = img_size or size
+    else:
+        model = create_model(model_ref)
+        arch = model_ref
+        size = img_size or int(data_config_for(model)["input_size"][-1])
+    model.eval()
+    dev = torch.device(device)
+    model.to(dev)
+    params = sum(p.numel() for p in model.parameters())
+    result: dict[str, Any] = {
+        "model": arch,
+        "input": size,
+        "params_m": params / 1e6,
+        "size_mb_fp32": params * 4 / 2**20,
+        "gflops": gflops_per_image(model.cpu(), size),
+        "device": str(dev),
+        "machine": machine_info(),
+        "torch_eager": [],
+        "torch_channels_last": [],
+        "onnxruntime": [],
+    }
+    model.to(dev)
+    for b in batch_sizes:
+        x = torch.randn(b, 3, size, size, device=dev)
+
+        def run(m=model, x=x):
+            with torch.inference_mode():
+                m(x)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        result["torch_eager"].append(_stats(_timeit(run, warmup, iters, min_seconds), b))
+    if dev.type == "cpu":
+        # channels-last lets oneDNN pick its fastest depthwise kernels on CPU too.
+        cl = model.to(memory_format=torch.channels_last)
+        for b in batch_sizes:
+            x = torch.randn(b, 3, size, size).contiguous(memory_format=torch.channels_last)
+
+            def run_cl(m=cl, x=x):
+                with torch.inference_mode():
+                    m(x)
+
+            result["torch_channels_last"].append(_stats(_timeit(run_cl, warmup, iters, min_seconds), b))
+        model = model.to(memory_format=torch.contiguous_format)
+    if onnx:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            log.warning("onnxruntime not installed: pip install 'dfdetect[onnx]' to compare it")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "m.onnx"
+                torch.onnx.export(
+                    model.cpu(),
+                    (torch.randn(1, 3, size, size),),
+                    str(path),
+                    input_names=["input"],
+                    output_names=["logits"],
+                    dynamic_axes={"input": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = threads or os.cpu_count() or 1
+                sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                for b in batch_sizes:
+                    xb = np.random.randn(b, 3, size, size).astype(np.float32)
+                    times = _timeit(lambda xb=xb: sess.run(None, {"input": xb}), warmup, iters, min_seconds)
+                    result["onnxruntime"].append(_stats(times, b))
+    if result["gflops"]:
+        for key in ("torch_eager", "torch_channels_last", "onnxruntime"):
+            for row in result[key]:
+                row["gflop_per_s"] = result["gflops"] * row["images_per_s"]
+    return result
+
+
+def benchmark_scan(
+    folder: str | Path, model: str | None = None, backend: str = "auto", batch_size: int = 32, workers: int = 2
+) -> dict[str, Any]:
+    """End-to-end ``Detector.predict`` over a folder: decode + preprocess + inference, images/s."""
+    from dfdetect.inference import Detector, expand_paths
+
+    files, _ = expand_paths([folder])
+    det = Detector.load(model, backend=backend)
+    det.predict(files[: min(len(files), batch_size)], batch_size=batch_size, workers=workers)  # warm-up
+    t = time.perf_counter()
+    preds = det.predict(files, batch_size=batch_size, workers=workers)
+    dt = time.perf_counter() - t
+    return {
+        "folder": str(folder),
+        "images": len(preds),
+        "seconds": dt,
+        "images_per_s": len(preds) / dt,
+        "backend": det.backend.name,
+        "model": det.model_id,
+        "batch_size": batch_size,
+        "workers": workers,
+    }
+
+
+def benchmark_cold_start(image: str | Path, model: str | None = None, runs: int = 3) -> dict[str, Any]:
+    """Wall time of a fresh ``dfdetect predict IMAGE`` process (interpreter start and model load included)."""
+    cmd = [sys.executable, "-m", "dfdetect", "predict", str(image)] + (["--model", str(model)] if model else [])
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t)
+    return {"command": " ".join(cmd[1:]), "runs": runs, "median_s": statistics.median(times), "all_s": times}
+
+
+def format_model_result(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    gf = f"{r['gflops']:.2f}" if r["gflops"] else "n/a"
+    lines = [
+        f"model {r['model']} @ {r['input']} px | params {r['params_m']:.2f} M | {r['size_mb_fp32']:.1f} MB fp32 | "
+        f"{gf} GFLOPs/image",
+        f"device {r['device']} | {m['cpu']} | {m['cores']} cores | torch threads {m['torch_threads']} | "
+        f"torch {m['torch']} | mode torch.inference_mode",
+        f"{'runtime':<22}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'img/s':>10}{'GFLOP/s':>10}",
+    ]
+    for key in ("torch_eager", "torch_channels_last", "onnxruntime"):
+        for row in r[key]:
+            gfs = f"{row['gflop_per_s']:.1f}" if "gflop_per_s" in row else "n/a"
+            lines.append(
+                f"{key:<22}{row['batch']:>6}{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}"
+                f"{row['images_per_s']:>10.1f}{gfs:>10}"
+            )
+    eager = {row["batch"]: row for row in r["torch_eager"]}
+    for row in r["onnxruntime"]:
+        if row["batch"] in eager:
+            ratio = row["images_per_s"] / eager[row["batch"]]["images_per_s"]
+            lines.append(f"onnxruntime / torch eager at batch {row['batch']}: {ratio:.2f}x throughput")
+    return "\n".join(lines)

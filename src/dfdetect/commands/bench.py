@@ -1,0 +1,53 @@
+"""``dfdetect benchmark``: latency/throughput figures for a model, a folder scan, and predict's cold start."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def benchmark_cmd(
+    model: str = typer.Argument(None, help="Model name from `dfdetect models` or a checkpoint (default: shipped)."),
+    img_size: int = typer.Option(None, help="Input size (default: the model's own)."),
+    batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also time ONNX Runtime."),
+    threads: int = typer.Option(None, help="Intra-op threads (default: all cores)."),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    scan: Path = typer.Option(None, help="Also time `predict` over this folder, end to end."),
+    cold_start: Path = typer.Option(None, help="Also time a fresh `dfdetect predict IMAGE` process."),
+    min_seconds: float = typer.Option(2.0, help="Time each setting at least this long."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Measure speed: torch eager vs ONNX Runtime side by side, batch-1 latency p50/p95, throughput."""
+    import logging
+
+    from dfdetect.benchmark import benchmark_cold_start, benchmark_model, benchmark_scan, format_model_result
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sizes = tuple(int(b) for b in batch_sizes.split(",") if b.strip())
+    out = {
+        "model": benchmark_model(model, img_size, sizes, onnx, threads, device, min_seconds=min_seconds),
+    }
+    if scan:
+        out["scan"] = benchmark_scan(scan, model if model and Path(model).exists() else None)
+    if cold_start:
+        out["cold_start"] = benchmark_cold_start(cold_start, model if model and Path(model).exists() else None)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(format_model_result(out["model"]))
+    if scan:
+        s = out["scan"]
+        typer.echo(
+            f"scan {s['folder']}: {s['images']} images in {s['seconds']:.2f} s = {s['images_per_s']:.1f} images/s "
+            f"({s['backend']}, batch {s['batch_size']}, {s['workers']} decode threads, model {s['model']})"
+        )
+    if cold_start:
+        c = out["cold_start"]
+        typer.echo(f"cold start `{c['command']}`: median {c['median_s']:.2f} s over {c['runs']} runs")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("benchmark")(benchmark_cmd)

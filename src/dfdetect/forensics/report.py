@@ -1,0 +1,250 @@
+"""Self-contained HTML reports: one page per image (every picture an embedded PNG data URI, no external
+CSS/JS/fonts, so it opens offline in any browser), plus ``index.html`` for a batch.
+
+All text that comes from a file (names, metadata, flag messages quoting metadata) goes through
+``html.escape``: metadata is attacker-controlled.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from dfdetect.forensics.analysis import ForensicAnalysis
+from dfdetect.forensics.render import data_uri
+
+log = logging.getLogger(__name__)
+
+DISCLAIMER = (
+    "Every finding on this page is an indicator, not proof. The model's score is a statistical estimate with "
+    "known error rates; metadata can be stripped or forged; ELA, noise and spectrum react to ordinary "
+    "processing (resizing, re-saving, filters) as well as to manipulation. Conclusions need several agreeing "
+    "indicators and human judgement."
+)
+EXPLAIN = {
+    "ela": "Error level analysis: the image re-saved as JPEG at quality {q}, absolute difference amplified. "
+    "Regions with a different compression history than their surroundings can look brighter or darker; "
+    "edges and fine texture are always bright.",
+    "noise": "Noise residual (image minus 3x3 median, left) and its local variance per 16x16 block (right). "
+    "Camera noise is roughly even; a region with clearly different noise can come from elsewhere.",
+    "spectrum": "Centred log-magnitude spectrum. Isolated bright dots away from the centre and axes are "
+    "periodic patterns (generator up-sampling, resizing, JPEG 8x8 grid); natural photos fade smoothly.",
+    "cam": "Where the model looked (class activation map for the 'fake' class): not a map of manipulated pixels.",
+}
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1d1d1f;
+max-width:1150px}
+h1{font-size:1.4em;word-break:break-all}h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;
+vertical-align:top;word-break:break-word}th{background:#f4f4f6}
+.verdict{font-size:1.3em;font-weight:600;padding:8px 12px;border-radius:6px;display:inline-block}
+.fake{background:#fde2e1;color:#8a1c14}.real{background:#e1f5e4;color:#17622b}.none{background:#eee;color:#444}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:8px 12px;font-size:.92em}
+figure{display:inline-block;margin:8px 16px 8px 0;vertical-align:top;max-width:100%}
+figure img{max-width:100%;image-rendering:pixelated;border:1px solid #ccc}
+figcaption{font-size:.85em;color:#444;max-width:640px}
+.notable{color:#8a1c14;font-weight:600}.weak{color:#8a5a00}.info{color:#555}
+footer{margin-top:2em;font-size:.8em;color:#666}
+"""
+
+
+@dataclass
+class ModelResult:
+    """What the detector said about one image (all None with --no-model)."""
+
+    model_id: str | None = None
+    arch: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    label: str | None = None
+    cam_png: str | None = None
+    """data URI of the CAM panel, when available."""
+    cam_note: str | None = None
+
+
+def e(x: Any) -> str:
+    """Escape anything for HTML text and attribute values."""
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def report_name(a: ForensicAnalysis) -> str:
+    """A safe, unique file name: sanitized stem + first 10 hex digits of the SHA-256."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(a.path).stem)[:60] or "image"
+    return f"{stem}-{(a.sha256 or 'nohash')[:10]}.html"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
+
+
+def _kv_table(rows: list[tuple[str, Any]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in rows) + "</table>"
+
+
+def render_report(a: ForensicAnalysis, m: ModelResult, version: str, when: str | None = None) -> str:
+    """The HTML text of one image's report."""
+    when = when or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    name = Path(a.path).name
+    parts = [
+        f"<h1>Forensic report: {e(name)}</h1>",
+        f"<p class='note'><b>Indicators, not proof.</b> {e(DISCLAIMER)}</p>",
+    ]
+    if m.score is not None:
+        cls = "fake" if m.label == "fake" else "real"
+        parts.append(
+            f"<p><span class='verdict {cls}'>Model verdict: {e(m.label)} &mdash; P(fake) = {m.score:.4f}</span> "
+            f"(threshold {m.threshold:.4f})</p>"
+        )
+    else:
+        parts.append("<p><span class='verdict none'>No model verdict (run without a model)</span></p>")
+    parts.append("<h2>File</h2>")
+    parts.append(
+        _kv_table(
+            [
+                ("File name", name),
+                ("Path", a.path),
+                ("Size", f"{a.size_bytes:,} bytes" if a.size_bytes is not None else "?"),
+                ("SHA-256", a.sha256),
+                ("Dimensions", f"{a.width} x {a.height}"),
+                ("Format", a.metadata.format if a.metadata else None),
+                ("Analysed", when),
+                ("Model", f"{m.model_id} ({m.arch})" if m.model_id else "none"),
+                ("dfdetect version", version),
+            ]
+        )
+    )
+    if a.error:
+        parts.append(f"<h2>Error</h2><p>{e(a.error)}</p>")
+        return _page(f"dfdetect report: {name}", "\n".join(parts))
+    parts.append("<h2>Findings</h2>")
+    if a.flags:
+        parts.append(
+            "<ul>"
+            + "".join(
+                f"<li class='{e(f.severity)}'>[{e(f.severity)}] {e(f.code)}: {e(f.message)}</li>" for f in a.flags
+            )
+            + "</ul>"
+        )
+    else:
+        parts.append("<p>No flags raised (which does not mean the image is authentic).</p>")
+    parts.append("<h2>Images</h2>")
+    if a.image is not None:
+        parts.append(_figure(data_uri(a.image), "The image as decoded (EXIF orientation applied)."))
+    if m.cam_png:
+        parts.append(_figure(m.cam_png, EXPLAIN["cam"]))
+    elif m.cam_note:
+        parts.append(f"<p class='note'>{e(m.cam_note)}</p>")
+    if a.ela:
+        parts.append(_figure(data_uri(a.ela.image()), EXPLAIN["ela"].format(q=a.ela.quality)))
+    if a.noise:
+        parts.append(_figure(data_uri(a.noise.image(), 1000), EXPLAIN["noise"]))
+    if a.spectrum:
+        parts.append(_figure(data_uri(a.spectrum.image()), EXPLAIN["spectrum"]))
+    parts.append("<h2>Measurements</h2>")
+    summ = a.summary()
+    skip = {"path", "sha256", "size_bytes", "flags", "metadata", "width", "height", "format"}
+    parts.append(_kv_table([(k, v) for k, v in summ.items() if k not in skip]))
+    parts.append("<h2>Metadata</h2>")
+    fields = a.metadata.fields if a.metadata else {}
+    parts.append(_kv_table(sorted(fields.items())) if fields else "<p>No EXIF, XMP, ICC or text metadata.</p>")
+    parts.append(f"<footer>dfdetect {e(version)} &middot; generated {e(when)} &middot; {e(DISCLAIMER)}</footer>")
+    return _page(f"dfdetect report: {name}", "\n".join(parts))
+
+
+def _figure(uri: str, caption: str) -> str:
+    return f"<figure><img src='{e(uri)}' alt=''><figcaption>{e(caption)}</figcaption></figure>"
+
+
+def render_index(rows: list[tuple[ForensicAnalysis, ModelResult, str | None]], version: str, when: str) -> str:
+    """``rows``: (analysis, model result, report file name or None for unreadable files)."""
+    body = [
+        "<h1>dfdetect forensic reports</h1>",
+        f"<p class='note'><b>Indicators, not proof.</b> {e(DISCLAIMER)}</p>",
+        f"<p>{len(rows)} file(s), generated {e(when)} with dfdetect {e(version)}.</p>",
+        "<table><tr><th>File</th><th>Verdict</th><th>P(fake)</th><th>Threshold</th><th>Flags</th><th>SHA-256</th></tr>",
+    ]
+    for a, m, page in rows:
+        name = Path(a.path).name
+        link = f"<a href='{e(quote(page))}'>{e(name)}</a>" if page else e(name)
+        if a.error:
+            body.append(f"<tr><td>{link}</td><td colspan='5'>error: {e(a.error)}</td></tr>")
+            continue
+        verdict = f"<span class='{e(m.label)}'>{e(m.label)}</span>" if m.label else "&ndash;"
+        score = f"{m.score:.4f}" if m.score is not None else "&ndash;"
+        thr = f"{m.threshold:.4f}" if m.threshold is not None else "&ndash;"
+        notable = [f.code for f in a.flags if f.severity != "info"]
+        body.append(
+            f"<tr><td>{link}</td><td>{verdict}</td><td>{score}</td><td>{thr}</td>"
+            f"<td>{e(', '.join(notable)) or '&ndash;'}</td><td><code>{e((a.sha256 or '')[:16])}</code></td></tr>"
+        )
+    body.append("</table>")
+    return _page("dfdetect forensic reports", "\n".join(body))
+
+
+def model_result(detector: Any, a: ForensicAnalysis, cam: bool = True) -> ModelResult:
+    """Score the decoded image and, for torch detectors with ``dfdetect.explain`` installed, add the CAM panel."""
+    if detector is None or a.image is None:
+        return ModelResult()
+    s = detector.score_image(a.image)
+    thr = detector.threshold
+    m = ModelResult(detector.model_id, detector.arch, round(s, 6), thr, "fake" if s >= thr else "real")
+    if not cam:
+        m.cam_note = "Class activation map skipped (--no-cam)."
+        return m
+    if getattr(detector.backend, "name", "") != "torch":
+        m.cam_note = "No class activation map: the model runs on ONNX Runtime (load a .pt/.safetensors for CAMs)."
+        return m
+    try:
+        from dfdetect.explain import explain_image
+    except ImportError:
+        m.cam_note = "No class activation map: dfdetect.explain is not available in this installation."
+        return m
+    try:
+        m.cam_png = data_uri(explain_image(detector, a.image).panel(a.image), 1000)
+    except (RuntimeError, ValueError) as err:
+        log.warning("%s: CAM failed (%s)", a.path, err)
+        m.cam_note = f"Class activation map failed: {err}"
+    return m
+
+
+def write_reports(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    detector: Any = None,
+    ela_quality: int = 90,
+    cam: bool = True,
+) -> tuple[Path, list[tuple[ForensicAnalysis, ModelResult, str | None]]]:
+    """Analyse ``paths`` (files), write one report per file and ``index.html`` into ``out_dir``."""
+    from dfdetect import __version__
+    from dfdetect.forensics.analysis import analyze_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[ForensicAnalysis, ModelResult, str | None]] = []
+    for p in paths:
+        a = analyze_file(p, ela_quality)
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        if a.error:
+            log.warning("skipping %s", a.error)
+            rows.append((a, ModelResult(), None))
+            continue
+        m = model_result(detector, a, cam)
+        page = report_name(a)
+        (out / page).write_text(render_report(a, m, __version__, when), encoding="utf-8")
+        a.image = None  # free pixels as we go; a batch can be large
+        a.ela = a.noise = a.spectrum = None
+        rows.append((a, m, page))
+    index = out / "index.html"
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    index.write_text(render_index(rows, __version__, when), encoding="utf-8")
+    return index, rows

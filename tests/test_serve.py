@@ -1,0 +1,480 @@
+"""dfdetect serve: REST API (TestClient against a tiny model), limits and errors, API key, scan history, page.
+
+The browser test drives the system Chromium with Selenium and skips (with the reason) when either is absent.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import shutil
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi")
+pytest.importorskip("python_multipart")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from dfdetect.serve.api import MicroBatcher, create_app  # noqa: E402
+from dfdetect.serve.db import SCHEMA_VERSION, ScanDB, _v1, export_records  # noqa: E402
+
+KEY = "s3cret-key"
+
+
+def _images(tiny_data: Path, n: int) -> list[Path]:
+    files = sorted((tiny_data / "real").glob("real_*.jpg"))[: n // 2] + sorted((tiny_data / "fake").glob("fake_*.jpg"))
+    return files[:n]
+
+
+def _upload(paths: list[Path], field: str = "files") -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [(field, (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def model_path(tiny_run: Path) -> str:
+    return str(tiny_run / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def client(model_path, tmp_path_factory):
+    app = create_app(model=model_path, db=tmp_path_factory.mktemp("serve") / "scans.db", max_upload_mb=1)
+    with TestClient(app) as c:
+        yield c
+
+
+# ---- service --------------------------------------------------------------------------------------
+def test_health_and_models(client):
+    r = client.get("/health")
+    assert r.status_code == 200
+    h = r.json()
+    assert h["status"] == "ok" and h["version"]
+    assert h["model"]["id"].startswith("tiny_efficientnet-")
+    assert h["model"]["backend"] == "torch" and h["model"]["device"] == "cpu"
+    m = client.get("/models").json()["models"]
+    assert m[0]["id"] == h["model"]["id"] and m[0]["input_size"][0] == 3
+
+
+def test_openapi_and_static_page(client):
+    spec = client.get("/openapi.json").json()
+    for path in ("/health", "/models", "/predict", "/explain", "/scans", "/scans/{scan_id}"):
+        assert path in spec["paths"], path
+    assert "multipart/form-data" in spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert "PredictResponse" in spec["components"]["schemas"]
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "dfdetect" in page.text and "/static/app.js" in page.text
+    assert "http" not in page.text.replace("http-equiv", "")  # no CDN: everything is local
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+
+
+# ---- predict --------------------------------------------------------------------------------------
+def test_predict_matches_detector(client, model_path, tiny_data):
+    from dfdetect import Detector
+
+    files = _images(tiny_data, 6)
+    expected = {Path(p.path).name: p for p in Detector.load(model_path).predict(files, workers=0)}
+
+    one = client.post("/predict", files=_upload(files[:1]))
+    assert one.status_code == 200
+    body = one.json()
+    assert len(body["predictions"]) == 1 and body["scan_ids"][0] is not None
+    many = client.post("/predict", files=_upload(files), data={"case_id": "case-42"})
+    assert many.status_code == 200
+    body = many.json()
+    assert body["case_id"] == "case-42"
+    preds = body["predictions"]
+    assert [p["path"] for p in preds] == [f.name for f in files]
+    for p in preds + one.json()["predictions"]:
+        e = expected[p["path"]]
+        assert set(p) == set(e.to_dict())  # the same shape as `predict --json`
+        assert p["score"] == pytest.approx(e.score, abs=1e-6)
+        assert p["sha256"] == e.sha256 and p["label"] == e.label and p["model"] == e.model
+        assert p["threshold"] == e.threshold and p["error"] is None
+
+
+def test_predict_threshold_override_and_mixed_batch(client, tiny_data):
+    files = _images(tiny_data, 2)
+    r = client.post("/predict", files=_upload(files), data={"threshold": "0"})
+    assert r.status_code == 200
+    assert all(p["label"] == "fake" and p["threshold"] == 0.0 for p in r.json()["predictions"])
+    assert client.post("/predict", files=_upload(files), data={"threshold": "1.5"}).status_code == 422
+    assert client.post("/predict", files=_upload(files), data={"threshold": "abc"}).status_code == 422
+
+    mixed = _upload(files[:1]) + [("files", ("notes.txt", b"just text", "text/plain"))]
+    r = client.post("/predict", files=mixed)
+    assert r.status_code == 200
+    good, bad = r.json()["predictions"]
+    assert good["error"] is None and good["score"] is not None
+    assert bad["score"] is None and bad["label"] is None and "notes.txt" in bad["error"]
+    assert r.json()["scan_ids"][1] is None
+
+
+def test_oversize_upload_is_413(model_path, tmp_path):
+    app = create_app(model=model_path, db=tmp_path / "scans.db", max_upload_mb=0.01)
+    big = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, "PNG")
+    assert len(buf.getvalue()) > 0.01 * 1024 * 1024
+    with TestClient(app) as c:
+        r = c.post("/predict", files=[("files", ("big.png", buf.getvalue(), "image/png"))])
+        assert r.status_code == 413
+        assert "limit" in r.json()["detail"]
+        assert c.get("/scans").json()["total"] == 0
+
+
+def test_bad_inputs(client, tiny_data):
+    r = client.post("/predict", files=[("files", ("notes.txt", b"hello, not an image", "text/plain"))])
+    assert r.status_code in (415, 422) and "not an image" in r.json()["detail"]
+    r = client.post("/predict", files=[("files", ("empty.jpg", b"", "image/jpeg"))])
+    assert r.status_code in (415, 422) and "empty" in r.json()["detail"]
+    r = client.post("/predict", files=[("files", ("corrupt.jpg", (tiny_data / "real" / "corrupt.jpg").read_bytes()))])
+    assert r.status_code in (415, 422)
+    # no file part, wrong field name, not multipart at all
+    assert client.post("/predict", files=[("case_id", (None, "x"))]).status_code == 422
+    assert client.post("/predict", data={"case_id": "x"}).status_code == 415  # urlencoded, not multipart
+    assert client.post("/predict", files=_upload(_images(tiny_data, 1), field="image")).status_code == 422
+    assert client.post("/predict", content=b"\xff\xd8", headers={"content-type": "image/jpeg"}).status_code == 415
+    r = client.post("/predict", content=b"--x\r\ngarbage", headers={"content-type": "multipart/form-data; boundary=x"})
+    assert 400 <= r.status_code < 500
+    assert client.get("/health").status_code == 200  # still alive
+
+
+def test_decompression_bomb_refused(client, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (10000, 10000)).save(bomb)
+    assert bomb.stat().st_size < 1024 * 1024  # small on disk, 100 Mpx decoded
+    r = client.post("/predict", files=[("files", ("bomb.png", bomb.read_bytes(), "image/png"))])
+    assert r.status_code in (413, 415, 422)
+    assert "bomb" in r.json()["detail"]
+
+
+def test_too_many_files(model_path, tmp_path, tiny_data):
+    app = create_app(model=model_path, db=tmp_path / "scans.db", max_files=2)
+    with TestClient(app) as c:
+        assert c.post("/predict", files=_upload(_images(tiny_data, 3))).status_code == 413
+
+
+# ---- API key --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("via_env", [False, True])
+def test_api_key(model_path, tmp_path, tiny_data, monkeypatch, via_env):
+    if via_env:
+        monkeypatch.setenv("DFDETECT_API_KEY", KEY)
+    else:
+        monkeypatch.delenv("DFDETECT_API_KEY", raising=False)
+    app = create_app(model=model_path, db=tmp_path / "scans.db", api_key=None if via_env else KEY)
+    files = _upload(_images(tiny_data, 1))
+    with TestClient(app) as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/").status_code == 200
+        assert c.get("/static/app.js").status_code == 200
+        for method, path, kw in (
+            ("get", "/models", {}),
+            ("get", "/scans", {}),
+            ("get", "/scans/1", {}),
+            ("post", "/predict", {"files": files}),
+            ("post", "/explain", {"files": files}),
+        ):
+            assert getattr(c, method)(path, **kw).status_code == 401, path
+            assert getattr(c, method)(path, headers={"X-API-Key": "wrong"}, **kw).status_code == 403, path
+        r = c.post("/predict", files=files, headers={"X-API-Key": KEY})
+        assert r.status_code == 200
+        assert c.get("/scans", headers={"X-API-Key": KEY}).json()["total"] == 1
+    assert "X-API-Key" in str(app.openapi()["components"]["securitySchemes"])
+
+
+# ---- scan history ---------------------------------------------------------------------------------
+def test_scans_recorded_filtered_and_persistent(model_path, tmp_path, tiny_data):
+    db = tmp_path / "scans.db"
+    files = _images(tiny_data, 4)
+    with TestClient(create_app(model=model_path, db=db)) as c:
+        a = c.post("/predict", files=_upload(files[:3]), data={"case_id": "A"}).json()
+        c.post("/predict", files=_upload(files[3:]), data={"case_id": "B"})
+        page = c.get("/scans").json()
+        assert page["total"] == 4 and [s["id"] for s in page["items"]] == sorted(a["scan_ids"] + [4], reverse=True)
+        only_a = c.get("/scans", params={"case_id": "A"}).json()
+        assert only_a["total"] == 3 and {s["case_id"] for s in only_a["items"]} == {"A"}
+        paged = c.get("/scans", params={"limit": 2, "offset": 2}).json()
+        assert paged["total"] == 4 and len(paged["items"]) == 2
+        sha = a["predictions"][0]["sha256"]
+        by_sha = c.get("/scans", params={"sha256": sha}).json()["items"]
+        assert by_sha and all(s["sha256"] == sha for s in by_sha)
+        assert c.get("/scans", params={"sha256": "nothex"}).status_code == 422
+        s = c.get(f"/scans/{a['scan_ids'][0]}").json()
+        p = a["predictions"][0]
+        assert s["file_name"] == files[0].name and s["sha256"] == p["sha256"] and s["score"] == p["score"]
+        assert s["size_bytes"] == files[0].stat().st_size and (s["width"], s["height"]) == Image.open(files[0]).size
+        assert s["label"] == p["label"] and s["threshold"] == p["threshold"] and s["model_id"] == p["model"]
+        assert s["dfdetect_version"] and s["created_at"].endswith("+00:00") and s["case_id"] == "A"
+        assert not s["has_image"]
+        assert c.get("/scans/9999").status_code == 404
+        assert c.delete(f"/scans/{a['scan_ids'][2]}").status_code == 204
+        assert c.get(f"/scans/{a['scan_ids'][2]}").status_code == 404
+    # a restarted server sees the same history
+    with TestClient(create_app(model=model_path, db=db)) as c:
+        assert c.get("/scans").json()["total"] == 3
+        assert c.get("/scans", params={"case_id": "B"}).json()["total"] == 1
+
+
+def test_store_images(model_path, tmp_path, tiny_data):
+    files = _images(tiny_data, 1)
+    store = tmp_path / "images"
+    with TestClient(create_app(model=model_path, db=tmp_path / "scans.db", store_images=store)) as c:
+        sid = c.post("/predict", files=_upload(files)).json()["scan_ids"][0]
+        assert c.get(f"/scans/{sid}").json()["has_image"]
+        img = c.get(f"/scans/{sid}/image")
+        assert img.status_code == 200 and img.content == files[0].read_bytes()
+        assert img.headers["content-type"] == "image/jpeg"
+        assert len(list(store.rglob("*.jpg"))) == 1
+        c.delete(f"/scans/{sid}")
+        assert not list(store.rglob("*.jpg"))
+    # privacy by default: nothing stored
+    with TestClient(create_app(model=model_path, db=tmp_path / "other.db")) as c:
+        sid = c.post("/predict", files=_upload(files)).json()["scan_ids"][0]
+        assert c.get(f"/scans/{sid}/image").status_code == 404
+
+
+def test_db_migration_and_export(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    _v1(conn)
+    conn.execute("INSERT INTO schema_version VALUES (1)")
+    conn.execute(
+        "INSERT INTO scans (created_at, sha256, file_name, size_bytes, width, height, model_id, dfdetect_version, "
+        "score, label, threshold, case_id) VALUES ('2024-01-01T00:00:00+00:00', ?, 'a.jpg', 10, 4, 4, 'm', '0.0', "
+        "0.9, 'fake', 0.5, 'old')",
+        ("a" * 64,),
+    )
+    conn.commit()
+    conn.close()
+    with ScanDB(path) as db:
+        assert db.version == SCHEMA_VERSION
+        (rec,), total = db.query(case_id="old")
+        assert total == 1 and rec.file_name == "a.jpg" and rec.source == "predict"
+        assert "a.jpg" in export_records([rec], "csv") and '"case_id": "old"' in export_records([rec], "json")
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_concurrent_writers(tmp_path):
+    from dfdetect.serve.db import ScanRecord
+
+    dbs = [ScanDB(tmp_path / "c.db") for _ in range(2)]  # two "processes" sharing one file
+
+    def write(db: ScanDB, k: int) -> None:
+        for i in range(25):
+            db.add(ScanRecord("t", f"{k}{i}", "f", 1, 1, 1, "m", "v", 0.5, "fake", 0.5))
+
+    threads = [threading.Thread(target=write, args=(dbs[k % 2], k)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert dbs[0].count() == 100
+    for db in dbs:
+        db.close()
+
+
+def test_killed_writer_loses_no_committed_scan(tmp_path):
+    import subprocess
+
+    db = tmp_path / "k.db"
+    code = (
+        "import os, signal, sys\n"
+        "from dfdetect.serve.db import ScanDB, ScanRecord\n"
+        "db = ScanDB(sys.argv[1])\n"
+        "for i in range(5):\n"
+        "    db.add(ScanRecord('t', str(i), 'f', 1, 1, 1, 'm', 'v', 0.5, 'fake', 0.5))\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(db)], timeout=60)
+    assert proc.returncode == -9
+    with ScanDB(db) as scans:
+        assert scans.count() == 5
+
+
+# ---- throughput -----------------------------------------------------------------------------------
+def test_micro_batcher_batches_and_matches(model_path, tiny_data):
+    import asyncio
+
+    from dfdetect import Detector
+    from dfdetect.data.io import open_image
+
+    det = Detector.load(model_path)
+    arrays = [det.preprocess(open_image(p)) for p in _images(tiny_data, 8)]
+    single = [det.score_image(open_image(p)) for p in _images(tiny_data, 8)]
+    batcher = MicroBatcher(det, max_batch=8, max_wait_ms=50)
+    batcher.start()
+    try:
+        scores = asyncio.run(batcher.score(arrays))
+    finally:
+        batcher.stop()
+    assert scores == pytest.approx(single, abs=1e-6)
+    assert batcher.images == 8 and batcher.batches < 8  # shared forward passes
+
+
+def test_concurrent_requests(client, tiny_data):
+    files = _upload(_images(tiny_data, 1))
+    results: list[int] = []
+
+    def hit() -> None:
+        results.append(client.post("/predict", files=files).status_code)
+
+    threads = [threading.Thread(target=hit) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 12
+
+
+# ---- explain --------------------------------------------------------------------------------------
+def test_explain_unavailable_is_501(model_path, tmp_path, tiny_data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dfdetect.explain", None)  # makes `import dfdetect.explain` fail
+    with TestClient(create_app(model=model_path, db=tmp_path / "scans.db")) as c:
+        r = c.post("/explain", files=_upload(_images(tiny_data, 1), field="file"))
+        assert r.status_code == 501 and "explain" in r.json()["detail"]
+        assert c.get("/models").json()["models"][0]["explain"] is False
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dfdetect.explain") is None, reason="dfdetect.explain not installed")
+def test_explain_gradcam(client, tiny_data):
+    f = _images(tiny_data, 1)
+    r = client.post("/explain", files=_upload(f, field="file"), data={"case_id": "cam"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert 0.0 <= body["score"] <= 1.0 and body["label"] in ("fake", "real") and body["method"] == "gradcam"
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_png"])))
+    assert overlay.format == "PNG" and overlay.size == Image.open(f[0]).size
+    assert Image.open(io.BytesIO(base64.b64decode(body["panel_png"]))).format == "PNG"
+    scan = client.get(f"/scans/{body['scan_id']}").json()
+    assert scan["source"] == "explain" and scan["case_id"] == "cam"
+    r = client.post("/explain", files=_upload(f, field="file"), data={"record": "false"})
+    assert r.status_code == 200 and r.json()["scan_id"] is None
+    bad = client.post("/explain", files=[("file", ("x.txt", b"text", "text/plain"))])
+    assert bad.status_code in (415, 422)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("dfdetect.forensics") is None, reason="dfdetect.forensics not installed")
+def test_forensics(client, tiny_data):
+    f = _images(tiny_data, 1)
+    r = client.post("/forensics", files=_upload(f, field="file"), data={"record": "0"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["path"] == f[0].name and body["scan_id"] is None and body["label"] in ("fake", "real")
+    assert "<html" in body["report_html"].lower() and "http://" not in body["report_html"]
+    assert Image.open(io.BytesIO(base64.b64decode(body["ela_png"]))).format == "PNG"
+    assert isinstance(body["summary"].get("flags", []), list)
+    assert client.post("/forensics", files=[("file", ("x.txt", b"text", "text/plain"))]).status_code == 415
+
+
+def test_forensics_unavailable_is_501(client, tiny_data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dfdetect.forensics", None)
+    r = client.post("/forensics", files=_upload(_images(tiny_data, 1), field="file"))
+    assert r.status_code == 501
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+def test_cli_serve_help_and_history(model_path, tmp_path, tiny_data):
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve", "--help"])
+    assert r.exit_code == 0 and "--api-key" in r.output and "127.0.0.1" in r.output
+    db = tmp_path / "scans.db"
+    with TestClient(create_app(model=model_path, db=db)) as c:
+        c.post("/predict", files=_upload(_images(tiny_data, 2)), data={"case_id": "cli"})
+    r = runner.invoke(app, ["history", "--db", str(db)])
+    assert r.exit_code == 0 and "2 of 2 scans" in r.output
+    out = tmp_path / "h.csv"
+    r = runner.invoke(app, ["history", "--db", str(db), "--format", "csv", "--case-id", "cli", "--out", str(out)])
+    assert r.exit_code == 0 and out.read_text().count("\n") == 3
+    r = runner.invoke(app, ["history", "--db", str(tmp_path / "missing.db")])
+    assert r.exit_code == 2
+
+
+# ---- the page in a real browser ---------------------------------------------------------------------
+def _chromium() -> tuple[str | None, str]:
+    browser = next((b for b in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(b).is_file()), None)
+    if browser is None:
+        return None, "Chromium is not installed (/usr/bin/chromium)"
+    if importlib.util.find_spec("selenium") is None:
+        return None, "the selenium package is not installed"
+    if shutil.which("chromedriver") is None and not Path("/usr/bin/chromedriver").is_file():
+        return None, "chromedriver is not installed (Debian package chromium-driver)"
+    return browser, ""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_browser_upload_shows_verdict(model_path, tmp_path, tiny_data):
+    browser, why = _chromium()
+    if browser is None:
+        pytest.skip(why)
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = _free_port()
+    app = create_app(model=model_path, db=tmp_path / "scans.db")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    driver = None
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = browser
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1200,900",
+        ):
+            opts.add_argument(arg)
+        driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+        driver = webdriver.Chrome(options=opts, service=Service(executable_path=driver_path))
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(driver, 30)
+        wait.until(ec.text_to_be_present_in_element((By.ID, "model-info"), "tiny_efficientnet"))
+        image = _images(tiny_data, 1)[0]
+        driver.find_element(By.ID, "file-input").send_keys(str(image))
+        card = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".verdict.fake, .verdict.real")))
+        text = card.text
+        assert image.name in text and "P(fake)" in text and ("FAKE" in text or "REAL" in text)
+        card.find_element(By.CSS_SELECTOR, "button.explain").click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".cam").is_displayed() or "unavailable" in card.text)
+        driver.find_element(By.ID, "tab-history").click()
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#history tbody"), image.name))
+        driver.find_element(By.ID, "tab-scan").click()
+        assert driver.save_screenshot(str(tmp_path / "serve-page.png"))
+        assert (tmp_path / "serve-page.png").stat().st_size > 1000
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.should_exit = True
+        thread.join(10)
