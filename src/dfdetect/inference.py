@@ -129,6 +129,8 @@ class Detector:
         self.arch = arch
         self.meta = meta or {}
         self.source = source
+        self.temperature = float(self.meta.get("temperature", 1.0))
+        """Calibration temperature (``dfdetect calibrate``): P(fake) = softmax(logits / T)[1]."""
 
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
@@ -188,7 +190,7 @@ class Detector:
             raise ValueError(
                 f"{path}: weights do not fit {ckpt['arch']} (missing {missing[:3]}, extra {unexpected[:3]})"
             )
-        meta = {k: ckpt[k] for k in ("epoch", "split_sha256", "threshold_rule", "valid") if k in ckpt}
+        meta = {k: ckpt[k] for k in ("epoch", "split_sha256", "threshold_rule", "valid", "temperature") if k in ckpt}
         return cls(
             _TorchBackend(model, resolve_device(device)),
             ckpt["data_config"],
@@ -212,7 +214,8 @@ class Detector:
 
     def score_batch(self, batch: np.ndarray) -> np.ndarray:
         """P(fake) for a preprocessed float32 batch (N, 3, H, W)."""
-        return _softmax_fake(self.backend.logits(np.ascontiguousarray(batch, dtype=np.float32)))
+        logits = self.backend.logits(np.ascontiguousarray(batch, dtype=np.float32))
+        return _softmax_fake(logits / self.temperature)
 
     def score_image(self, img: Image.Image) -> float:
         """P(fake) for one decoded image (any mode)."""

@@ -42,7 +42,19 @@ def explain_cmd(
 
     from dfdetect.data.io import ImageLoadError, open_image
     from dfdetect.engine.checkpoint import CheckpointError
-    from dfdetect.explain import explain_image, format_sanity, normalize_methods, randomization_check
+
+    try:
+        from dfdetect.explain import (
+            explain_image,
+            format_sanity,
+            normalize_methods,
+            randomization_check,
+            randomized_model,
+        )
+    except ModuleNotFoundError as e:
+        if e.name != "pytorch_grad_cam":
+            raise
+        _fail(str(e))
     from dfdetect.inference import Detector, expand_paths
 
     log = logging.getLogger("dfdetect")
@@ -66,28 +78,28 @@ def explain_cmd(
         _fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
 
+    rand = randomized_model(det) if sanity else None
     used: set[str] = set()
     n_ok = 0
     with tqdm(total=len(files), desc="explain", unit="img", disable=len(files) < 2, file=sys.stderr) as bar:
         for path in files:
-            bar.update(1)
+            bar.set_postfix_str(path.name, refresh=False)
             try:
                 img = open_image(path)
-            except ImageLoadError as e:
-                tqdm.write(f"error: {e}", file=sys.stderr)
-                continue
-            try:
                 exp = explain_image(det, img, wanted, smoothgrad_samples=smoothgrad, top_k=top_k)
                 written = exp.save(out, _unique_stem(path, used), img, panel=not no_panel)
+                lines = [f"{path}  {exp.label}  P(fake)={exp.score:.4f}  -> {', '.join(p.name for p in written)}"]
+                if sanity:
+                    lines.append("  " + format_sanity(randomization_check(det, img, random_model=rand)))
+            except ImageLoadError as e:
+                tqdm.write(f"error: {e}", file=sys.stderr)
             except (RuntimeError, ValueError, OSError) as e:
                 log.debug("explain failed", exc_info=True)
                 tqdm.write(f"error: {path}: {type(e).__name__}: {e}", file=sys.stderr)
-                continue
-            n_ok += 1
-            names = ", ".join(p.name for p in written)
-            tqdm.write(f"{path}  {exp.label}  P(fake)={exp.score:.4f}  -> {names}", file=sys.stdout)
-            if sanity:
-                tqdm.write("  " + format_sanity(randomization_check(det, img)), file=sys.stdout)
+            else:
+                n_ok += 1
+                tqdm.write("\n".join(lines), file=sys.stdout)
+            bar.update(1)
     tqdm.write(
         f"{n_ok} explained, {len(files) - n_ok} failed; model {det.model_id}, threshold {det.threshold:.4f}; "
         f"files in {out}",

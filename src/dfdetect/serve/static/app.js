@@ -78,7 +78,7 @@
     const thumb = node.querySelector(".thumb");
     thumb.src = url;
     thumb.alt = file.name;
-    thumb.addEventListener("error", () => { thumb.removeAttribute("src"); });
+    thumb.addEventListener("error", () => { thumb.removeAttribute("src"); thumb.alt = ""; });
     node.querySelector(".explain").addEventListener("click", () => explain(node, file));
     node.querySelector(".explain").hidden = true;
     node.querySelector(".forensics-btn").addEventListener("click", () => forensics(node, file));

@@ -1,0 +1,72 @@
+"""Package a trained checkpoint as the shipped default detector (src/dfdetect/weights/).
+
+Writes default.safetensors (fp16 weights + metadata), default.onnx (for the fast CPU path), split.csv
+(the manifest it was trained/validated/tested on); picks the decision threshold on the VALIDATION
+scores stored in the checkpoint; checks fp16 vs fp32 scores agree within 1e-3 on real images.
+    python scripts/ship_default.py CKPT --manifest runs/x/split.csv --data ../shared/data/faces140k-subset
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfdetect.data.io import open_image
+from dfdetect.engine.checkpoint import load_checkpoint, save_safetensors
+from dfdetect.export import export_onnx
+from dfdetect.inference import Detector, _TorchBackend
+from dfdetect.metrics import choose_threshold
+from dfdetect.models.factory import create_model
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--manifest", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--threshold", default="eer", help="rule on validation scores: eer | f1 | fpr1 | number")
+    ap.add_argument("--version", default="v1")
+    a = ap.parse_args()
+    ckpt = load_checkpoint(a.checkpoint)
+    vs = ckpt.get("valid_scores")
+    if vs is None:
+        raise SystemExit("checkpoint has no stored validation scores; cannot pick a threshold honestly")
+    ckpt["threshold"] = choose_threshold(vs["labels"], vs["scores"], a.threshold)
+    ckpt["threshold_rule"] = f"{a.threshold} on the validation split ({len(vs['labels'])} images)"
+    digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in ckpt["model"].values())).hexdigest()[:10]
+    ckpt["model_id"] = f"dfdetect-default-{a.version}-{ckpt['arch']}-{digest}"
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    lines = a.manifest.read_text().splitlines()
+    (WEIGHTS / "split.csv").write_text(
+        "\n".join(["# root: faces140k-subset (../shared/data/faces140k-subset)"] + [x for x in lines if not x.startswith("#")])
+        + "\n"
+    )
+    ckpt["split_sha256"] = hashlib.sha256(
+        "\n".join(x for x in lines if not x.startswith("#")).encode()
+    ).hexdigest()
+    out = save_safetensors(ckpt, WEIGHTS / "default.safetensors", half=True)
+    # fp16 storage must not change verdicts: compare against the fp32 checkpoint on real files.
+    fp32 = create_model(ckpt["arch"], drop_rate=0.0)
+    fp32.load_state_dict(ckpt["model"], strict=False)
+    ref = Detector(_TorchBackend(fp32, "cpu"), ckpt["data_config"], ckpt["threshold"])
+    shipped = Detector.load(out, device="cpu", backend="torch")
+    files = sorted(a.data.glob("*/*.jpg"))[:: max(1, len(list(a.data.glob("*/*.jpg"))) // 40)][:40]
+    diffs = [abs(ref.score_image(open_image(f)) - shipped.score_image(open_image(f))) for f in files]
+    print(f"fp16 vs fp32 max |P(fake) diff| over {len(files)} images: {max(diffs):.2e}")
+    assert max(diffs) < 1e-3
+    res = export_onnx(out, WEIGHTS / "default.onnx")
+    print(f"onnx max |logit diff| vs torch: {res['max_abs_diff']:.2e}")
+    print(json.dumps({k: ckpt[k] for k in ("model_id", "threshold", "threshold_rule", "split_sha256", "data_config")}, indent=2))
+    print(f"size: {out.stat().st_size / 2**20:.1f} MB safetensors, {(WEIGHTS / 'default.onnx').stat().st_size / 2**20:.1f} MB onnx")
+    _ = np
+
+
+if __name__ == "__main__":
+    main()
