@@ -234,6 +234,15 @@ def test_cli_methods_and_exit_codes(tiny_run, tiny_data, tmp_path):
     assert r.exit_code == 2 and "unknown explanation method" in r.output
 
 
+def test_cli_missing_default_model(tiny_data, tmp_path, monkeypatch):
+    import dfdetect.inference
+
+    monkeypatch.setattr(dfdetect.inference, "DEFAULT_WEIGHTS", tmp_path / "none.safetensors")
+    img = sorted((tiny_data / "fake").glob("fake_*.jpg"))[0]
+    r = runner.invoke(app, ["explain", str(img), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--model" in r.output
+
+
 @pytest.mark.slow
 def test_inception_resnet_v2_at_299(odd_image):
     torch.manual_seed(0)

@@ -117,6 +117,13 @@ def train(
     max_steps: int | None = typer.Option(None, help="Cap steps per epoch (smoke runs)."),
     workers: int | None = typer.Option(None, help="DataLoader workers."),
     cache: bool = typer.Option(False, "--cache", help="Decode all images once into memory."),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Pre-decoded uint8 image cache folder (memory-mapped; built once, reused)."
+    ),
+    nproc: int | None = typer.Option(
+        None, "--nproc", help="Launch N DDP processes on this machine via torchrun (batch size stays global)."
+    ),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm across DDP ranks (CUDA)."),
     seed: int | None = typer.Option(None),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Parent folder of run folders (default runs/)."),
@@ -126,6 +133,12 @@ def train(
 ) -> None:
     """Train a detector: head-only warm-up, then fine-tuning; evaluates the best checkpoint on the test split."""
     _setup_logging(verbose)
+    if nproc is not None and nproc > 1:
+        from dfdetect.engine.distributed import env_world_size, launch_torchrun
+
+        if env_world_size() == 1:
+            args = sys.argv[1:]
+            raise typer.Exit(launch_torchrun(nproc, args[args.index("train") + 1 :] if "train" in args else args))
     from dfdetect.config import TrainConfig
     from dfdetect.engine.train import fit
     from dfdetect.models.registry import UnknownModelError, get_spec
@@ -151,6 +164,8 @@ def train(
         ("data", "limit_per_class"): limit_per_class,
         ("data", "num_workers"): workers,
         ("data", "cache"): cache or None,
+        ("data", "cache_dir"): str(cache_dir) if cache_dir else None,
+        (None, "sync_bn"): sync_bn or None,
         ("model", "name"): model,
         ("model", "weights"): weights,
         ("model", "drop_rate"): drop_rate,

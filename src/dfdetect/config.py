@@ -32,6 +32,8 @@ class DataConfig:
     """DataLoader worker processes for decoding."""
     cache: bool = False
     """Decode every image once into memory (uint8) so epochs do not re-decode JPEGs."""
+    cache_dir: str | None = None
+    """Folder of a pre-decoded uint8 image cache (images_{size}.npy, memory-mapped), shared by runs and ranks."""
 
 
 @dataclass
@@ -111,6 +113,8 @@ class TrainConfig:
     """Mixed precision on CUDA (ignored on CPU)."""
     channels_last: bool = True
     """channels-last memory format on CUDA (ignored on CPU)."""
+    sync_bn: bool = False
+    """Under torchrun on CUDA: synchronise BatchNorm statistics across ranks (SyncBatchNorm)."""
     max_steps_per_epoch: int | None = None
     """Cap optimisation steps per epoch (quick runs, tests)."""
     out: str = "runs"

@@ -16,10 +16,10 @@ def explain_cmd(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if needed)."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint (.pt / .safetensors; default: shipped)."),
-    methods: list[str] = typer.Option(
-        ["gradcam,gradcam++,saliency,activations"],
+    methods: list[str] | None = typer.Option(
+        None,
         "--methods",
-        help="Maps to compute, comma-separated or repeated: gradcam, gradcam++, saliency, activations.",
+        help="Maps to compute, comma-separated or repeated: gradcam, gradcam++, saliency, activations [default: all].",
     ),
     smoothgrad: int = typer.Option(0, "--smoothgrad", help="SmoothGrad samples for the saliency map (0 = vanilla)."),
     top_k: int = typer.Option(9, "--top-k", help="How many last-stage activation channels to show."),

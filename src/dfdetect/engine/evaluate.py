@@ -84,11 +84,13 @@ def write_eval_artifacts(
 ) -> dict[str, Any]:
     """metrics.json (+ 95% CIs), classification_report.txt, predictions.csv and the paper's figures."""
     from dfdetect import plots
+    from dfdetect.robustness.calibration import ece, reliability_diagram
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = M.compute_metrics(y_true, y_score, threshold)
     m["ci95"] = M.bootstrap_ci(y_true, y_score, threshold, n_boot=n_boot) if len(y_true) > 1 else {}
+    m["ece"] = ece(y_true, y_score)  # expected calibration error of P(fake), 15 equal-width bins
     m.update(extra or {})
     (out / "metrics.json").write_text(json.dumps(m, indent=2, default=_json_default))
     (out / "classification_report.txt").write_text(format_report(m))
@@ -102,6 +104,8 @@ def write_eval_artifacts(
     plots.misclassifications(m["misclassified"], out / "misclassified.png")
     if not math.isnan(m["roc_auc"]):
         plots.roc(y_true, y_score, m["roc_auc"], out / "roc.png", eer=m["eer"])
+    if len(y_true):
+        reliability_diagram(y_true, y_score, out / "reliability.png")
     return m
 
 

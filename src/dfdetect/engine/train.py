@@ -3,6 +3,10 @@
 A run folder holds everything the run made: config.yaml (resolved), split.csv (manifest), history.csv,
 curves.png, last.pt (full state, for --resume), best.pt (slim, for inference), bad_files.txt, and
 eval_test/ (metrics.json, report, figures) from the best checkpoint on the held-out test split.
+
+Under ``torchrun`` the same loop runs DistributedDataParallel (see ``dfdetect.engine.distributed``):
+``batch_size`` is the global batch, every rank validates a shard and the shards are gathered, and
+only rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from tqdm.auto import tqdm
 
 import dfdetect
@@ -34,8 +38,9 @@ from dfdetect.data.datasets import (
     write_manifest,
 )
 from dfdetect.data.transforms import eval_transform, train_transform
+from dfdetect.engine import distributed as D
 from dfdetect.engine.checkpoint import load_checkpoint, save_checkpoint
-from dfdetect.engine.evaluate import autocast, resolve_device, score_loader, write_eval_artifacts
+from dfdetect.engine.evaluate import autocast, write_eval_artifacts
 from dfdetect.metrics import choose_threshold, compute_metrics
 from dfdetect.models.factory import CLASSES, create_model, data_config_for, freeze_backbone
 from dfdetect.models.registry import get_spec
@@ -59,14 +64,17 @@ HISTORY_COLUMNS = [
 ]
 
 
-def make_loader(ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int = 0) -> DataLoader:
+def make_loader(
+    ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int = 0, sampler: Sampler | None = None
+) -> DataLoader:
     # A fresh seeded generator per loader makes the order and the workers' augmentation seeds
     # a function of (seed, epoch) alone, which is what makes --resume exact.
     g = torch.Generator().manual_seed(seed)
     return DataLoader(
         ds,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate,
         generator=g,
@@ -111,40 +119,84 @@ def _batch_mixer(cfg: TrainConfig):
 
 
 def train_one_epoch(
-    model, loader, opt, device, cfg: TrainConfig, frozen: bool, max_steps: int | None, desc: str, ema=None, step0=0
+    model,
+    loader,
+    opt,
+    device,
+    cfg: TrainConfig,
+    frozen: bool,
+    max_steps: int | None,
+    desc: str,
+    ema=None,
+    step0=0,
+    ctx: D.DistContext | None = None,
+    net=None,
 ):
+    """One pass over ``loader``; returns (mean loss, accuracy, images, bad indices), summed over all ranks.
+
+    ``model`` is the plain module (EMA, BN modes); ``net`` the one to train through (its DDP wrapper, or
+    ``model``). Under DDP each rank's loss is its per-sample sum scaled by world_size / global images, so the
+    averaged gradient is the mean over the global batch even when unreadable files make shards uneven, and a
+    rank whose shard of a step is empty still joins the gradient all-reduce (with a zero loss).
+    """
+    ctx = ctx or D.DistContext()
+    net = net if net is not None else model
     model.train()
     mixer = _batch_mixer(cfg)
     if frozen:
         _set_bn_eval(model)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    reduction = "sum" if ctx.enabled else "mean"
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing, reduction=reduction)
     loss_sum, correct, n, bad = 0.0, 0, 0, []
-    bar = tqdm(loader, desc=desc, leave=False, disable=None)
+    bar = tqdm(loader, desc=desc, leave=False, disable=None if ctx.is_main else True)
     for step, (images, y, _idx, bad_idx) in enumerate(bar):
         bad.extend(bad_idx)
-        if images is None:
-            continue
         if max_steps is not None and step >= max_steps:
             break
+        if ctx.enabled:
+            local_n = 0 if images is None else len(y)
+            (global_n,) = D.all_reduce_sum(ctx, [local_n], device)
+            if global_n == 0:
+                continue  # every rank skips this step, as a single process would
+            if images is None:
+                images, y = _dummy_batch(loader, device), torch.zeros(0, dtype=torch.long)
+        elif images is None:
+            continue
         target = y
-        if mixer is not None:
+        if mixer is not None and len(y):
             images, target = mixer(images, y)
         images, y, target = (t.to(device, non_blocking=True) for t in (images, y, target))
         if device.type == "cuda" and cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg.amp):
-            logits = model(images)
-            loss = loss_fn(logits.float(), target)
+            logits = net(images)
+            # An empty shard (all its files unreadable) still takes part in the all-reduce, with zero gradient.
+            loss = logits.float().sum() * 0.0 if len(y) == 0 else loss_fn(logits.float(), target)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * (ctx.world_size / global_n) if ctx.enabled else loss).backward()
         opt.step()
         if ema is not None:
             ema.update(model, step=step0 + step)
-        loss_sum += loss.item() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
-        n += len(y)
-        bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{correct / n:.3f}")
+        if len(y):
+            loss_sum += loss.item() if ctx.enabled else loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            n += len(y)
+            bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{correct / n:.3f}")
+    if ctx.enabled:
+        loss_sum, correct, n = D.all_reduce_sum(ctx, [loss_sum, correct, n], device)
+        bad = sorted(b for part in D.all_gather_object(ctx, bad) for b in part)
+        correct, n = int(correct), int(n)
     return loss_sum / max(n, 1), correct / max(n, 1), n, bad
+
+
+def _dummy_batch(loader: DataLoader, device: torch.device) -> torch.Tensor:
+    """One black image of the dataset's shape (for a rank whose whole shard of a step was unreadable)."""
+    ds = loader.dataset
+    for i in range(len(ds)):
+        img = ds[i][0]
+        if img is not None:
+            return torch.zeros((1, *img.shape), dtype=img.dtype)
+    raise RuntimeError("no readable image in the training split")
 
 
 def _run_dir(cfg: TrainConfig) -> Path:
@@ -176,23 +228,55 @@ def fit(
     resume: str | Path | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Path:
-    """Train per ``cfg`` (or continue the run in ``resume``); returns the run folder."""
+    """Train per ``cfg`` (or continue the run in ``resume``); returns the run folder.
+
+    Under torchrun (WORLD_SIZE > 1) every rank calls this; they train one DDP model and rank 0 writes.
+    """
     if resume is not None:
         resume = Path(resume)
         last = resume / "last.pt" if resume.is_dir() else resume
         state = load_checkpoint(last)
         cfg = TrainConfig.from_dict(state["config"])
-        run_dir = last.parent
-        log.info("resuming %s from epoch %d", run_dir, state["epoch"])
+        run_dir: Path | None = last.parent
     else:
-        state = None
+        state, run_dir = None, None
         if cfg is None:
             raise ValueError("fit needs a config unless it resumes a run")
-        run_dir = _run_dir(cfg)
+    ctx, device = D.setup(cfg.device)
+    try:
+        return _fit(cfg, state, run_dir, on_epoch_end, ctx, device)
+    finally:
+        D.teardown(ctx)
+
+
+def _make_dataset(items, cfg: TrainConfig, transform, data_config) -> ImageDataset:
+    if cfg.data.cache_dir:
+        from dfdetect.data.cache import CachedImageDataset
+
+        size = _cache_size(data_config)
+        return CachedImageDataset(items, cfg.data.root, transform, cfg.data.cache_dir, size)
+    return ImageDataset(items, cfg.data.root, transform)
+
+
+def _cache_size(data_config) -> int:
+    return max(int(data_config.get("resize", data_config["input_size"][-1])), int(data_config["input_size"][-1]))
+
+
+def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, device: torch.device) -> Path:
+    if state is not None:
+        log.info("resuming %s from epoch %d", run_dir, state["epoch"])
+    else:
+        # Without --name the folder name has the time in it: rank 0's choice holds for every rank.
+        run_dir = D.broadcast_object(ctx, _run_dir(cfg))
         if (run_dir / "last.pt").exists():
             raise FileExistsError(f"{run_dir} already holds a run; use --resume {run_dir} or another --name")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    if ctx.enabled and cfg.batch_size % ctx.world_size:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is the global batch and must divide evenly by the {ctx.world_size} ranks"
+        )
+    local_batch = cfg.batch_size // ctx.world_size
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     spec = get_spec(cfg.model.name)
 
@@ -205,22 +289,42 @@ def fit(
             cfg.data.root, cfg.data.manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
         )
         items = limit_per_class(items, cfg.data.limit_per_class)
-        write_manifest(items, manifest_path, cfg.data.root)
+        if ctx.is_main:
+            write_manifest(items, manifest_path, cfg.data.root)
+        D.barrier(ctx)
     split_hash = manifest_hash(manifest_path)
     by_split = {s: [it for it in items if it.split == s] for s in ("train", "valid", "test")}
     for s in ("train", "valid"):
         if not by_split[s] or len({it.label for it in by_split[s]}) < 2:
             raise ValueError(f"the {s} split needs images of both classes; it has {len(by_split[s])} images")
-    cfg.save_yaml(run_dir / "config.yaml")
+    if ctx.is_main:
+        cfg.save_yaml(run_dir / "config.yaml")
 
     model = create_model(cfg.model.name, weights="none" if state else cfg.model.weights, drop_rate=cfg.model.drop_rate)
     data_config = data_config_for(model, cfg.model.img_size, cfg.model.resize_to)
+    if ctx.enabled and cfg.sync_bn and device.type == "cuda":
+        from timm.layers import convert_sync_batchnorm
+
+        model = convert_sync_batchnorm(model)
     model.to(device)
     if device.type == "cuda" and cfg.channels_last:
         model.to(memory_format=torch.channels_last)
 
-    train_ds = ImageDataset(by_split["train"], cfg.data.root, train_transform(data_config, cfg.augment))
-    valid_ds = ImageDataset(by_split["valid"], cfg.data.root, eval_transform(data_config))
+    if cfg.data.cache_dir:
+        from dfdetect.data.cache import build_cache
+
+        if ctx.is_main:  # one decode for all ranks (and later runs); the others map the finished file
+            build_cache(
+                items,
+                cfg.data.root,
+                cfg.data.cache_dir,
+                _cache_size(data_config),
+                data_config["interpolation"],
+                threads=max(cfg.data.num_workers, 4),
+            )
+        D.barrier(ctx)
+    train_ds = _make_dataset(by_split["train"], cfg, train_transform(data_config, cfg.augment), data_config)
+    valid_ds = _make_dataset(by_split["valid"], cfg, eval_transform(data_config), data_config)
     if cfg.data.cache:
         for ds in (train_ds, valid_ds):
             ds.preload()
@@ -235,6 +339,14 @@ def fit(
         len(by_split["test"]),
         data_config["input_size"],
     )
+    if ctx.enabled:
+        log.info(
+            "DDP: %d ranks (%s), global batch %d = %d per rank",
+            ctx.world_size,
+            "nccl" if device.type == "cuda" else "gloo",
+            cfg.batch_size,
+            local_batch,
+        )
 
     total_epochs = cfg.warmup_epochs + cfg.epochs
     history: list[dict[str, Any]] = []
@@ -269,6 +381,7 @@ def fit(
         ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
         if state is not None and "ema" in state:
             ema.module.load_state_dict(state["ema"])
+    net = _wrap_ddp(model, ctx, device)
 
     prev_best_vloss = min((h["valid_loss"] for h in history), default=math.nan)
     for epoch in range(start_epoch, total_epochs + 1):
@@ -277,10 +390,19 @@ def fit(
             freeze_backbone(model, False)
             opt = _optimizer(model, cfg, phase)
             sched = _scheduler(opt, cfg, phase)
-        torch.manual_seed(cfg.seed * 1000 + epoch)
-        np.random.seed((cfg.seed * 1000 + epoch) % 2**32)
+            net = _wrap_ddp(model, ctx, device)  # DDP's gradient buckets cover the parameters that now train
+        # Order: a function of (seed, epoch), the same on every rank and for any rank count.
+        # Augmentation / dropout RNG: per rank (rank 0 draws what a single process draws).
+        epoch_seed = cfg.seed * 1000 + epoch
+        rank_seed = epoch_seed + 1_000_003 * ctx.rank
+        torch.manual_seed(rank_seed)
+        np.random.seed(rank_seed % 2**32)
         t0 = time.perf_counter()
-        loader = make_loader(train_ds, cfg.batch_size, True, cfg.data.num_workers, seed=cfg.seed * 1000 + epoch)
+        sampler = DistributedSampler(
+            train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed * 1000
+        )
+        sampler.set_epoch(epoch)
+        loader = make_loader(train_ds, local_batch, True, cfg.data.num_workers, seed=rank_seed, sampler=sampler)
         tr_loss, tr_acc, n_seen, bad = train_one_epoch(
             model,
             loader,
@@ -292,13 +414,15 @@ def fit(
             desc=f"epoch {epoch}/{total_epochs} {phase}",
             ema=ema,
             step0=(epoch - 1) * len(loader),
+            ctx=ctx,
+            net=net,
         )
         bad_train.update(bad)
         train_seconds = time.perf_counter() - t0
         # With EMA on, the averaged weights are what we validate, select and ship.
         eval_model = ema.module if ema is not None else model
-        val = score_loader(
-            eval_model, make_loader(valid_ds, cfg.batch_size * 2, False, cfg.data.num_workers), device, cfg.amp, "valid"
+        val = D.score_sharded(
+            eval_model, valid_ds, local_batch * 2, cfg.data.num_workers, device, cfg.amp, "valid", ctx
         )
         bad_valid.update(val["bad"])
         vm = compute_metrics(val["labels"], val["scores"], 0.5)
@@ -330,41 +454,60 @@ def fit(
         }
         history.append(row)
         log.info(_format_row(row))
+        # Every rank holds the same gathered validation result, so these decisions agree across ranks.
         auc = vm["roc_auc"] if not math.isnan(vm["roc_auc"]) else vm["accuracy"]
         improved = auc > best_auc or (auc == best_auc and val["loss"] < best_loss)
         if improved:
             best_auc, best_loss, best_epoch, stale = auc, val["loss"], epoch, 0
-            slim = _slim_checkpoint(eval_model, cfg, data_config, spec.timm_name, split_hash, epoch, row)
-            slim["valid_scores"] = {"labels": val["labels"].tolist(), "scores": val["scores"].tolist()}
-            save_checkpoint(slim, run_dir / "best.pt")
+            if ctx.is_main:
+                slim = _slim_checkpoint(eval_model, cfg, data_config, spec.timm_name, split_hash, epoch, row)
+                slim["valid_scores"] = {"labels": val["labels"].tolist(), "scores": val["scores"].tolist()}
+                save_checkpoint(slim, run_dir / "best.pt")
         else:
             stale += 1
-        save_checkpoint(
-            {
-                **_slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row),
-                "phase": phase,
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "history": history,
-                "best_auc": best_auc,
-                "best_loss": best_loss,
-                "best_epoch": best_epoch,
-                "stale": stale,
-                **({"ema": {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()}} if ema else {}),
-                "bad_train": sorted(bad_train),
-                "bad_valid": sorted(bad_valid),
-            },
-            run_dir / "last.pt",
-        )
-        _write_history(history, run_dir / "history.csv")
-        _plot_curves(history, run_dir / "curves.png", best_epoch)
+        if ctx.is_main:
+            save_checkpoint(
+                {
+                    **_slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row),
+                    "phase": phase,
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "history": history,
+                    "best_auc": best_auc,
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "stale": stale,
+                    **(
+                        {"ema": {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()}}
+                        if ema
+                        else {}
+                    ),
+                    "bad_train": sorted(bad_train),
+                    "bad_valid": sorted(bad_valid),
+                    "world_size": ctx.world_size,
+                },
+                run_dir / "last.pt",
+            )
+            _write_history(history, run_dir / "history.csv")
+            _plot_curves(history, run_dir / "curves.png", best_epoch)
+        D.barrier(ctx)  # last.pt is complete before any rank can be stopped (and resumed) past this epoch
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
         if phase == "finetune" and cfg.early_stopping and stale >= cfg.early_stopping:
             log.info("early stopping: no better validation AUC for %d epochs (best epoch %d)", stale, best_epoch)
             break
 
-    return _finish(run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash)
+    return _finish(
+        run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash, ctx
+    )
+
+
+def _wrap_ddp(model: nn.Module, ctx: D.DistContext, device: torch.device) -> nn.Module:
+    if not ctx.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _plot_curves(history, path, best_epoch):
@@ -389,13 +532,20 @@ def _slim_checkpoint(model, cfg: TrainConfig, data_config, timm_name, split_hash
     }
 
 
-def _finish(run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash) -> Path:
+def _finish(
+    run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash, ctx=None
+) -> Path:
     """Pick the threshold on validation, evaluate best.pt on the test split, write the bad-file list."""
-    best = load_checkpoint(run_dir / "best.pt")
-    vs = best["valid_scores"]  # kept: calibration and threshold rules can be refitted later
-    best["threshold"] = choose_threshold(vs["labels"], vs["scores"], cfg.threshold)
-    best["threshold_rule"] = f"{cfg.threshold} (chosen on the validation split)"
-    save_checkpoint(best, run_dir / "best.pt")
+    ctx = ctx or D.DistContext()
+    if ctx.is_main:
+        best = load_checkpoint(run_dir / "best.pt")
+        vs = best["valid_scores"]  # kept: calibration and threshold rules can be refitted later
+        best["threshold"] = choose_threshold(vs["labels"], vs["scores"], cfg.threshold)
+        best["threshold_rule"] = f"{cfg.threshold} (chosen on the validation split)"
+        save_checkpoint(best, run_dir / "best.pt")
+    D.barrier(ctx)
+    if not ctx.is_main:
+        best = load_checkpoint(run_dir / "best.pt")
 
     bad_paths = sorted({str(train_ds.path(i)) for i in bad_train} | {str(valid_ds.path(i)) for i in bad_valid})
     summary: dict[str, Any] = {
@@ -405,44 +555,56 @@ def _finish(run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, be
         "split_sha256": split_hash,
         "skipped_files": len(bad_paths),
     }
+    if ctx.enabled:
+        summary["world_size"] = ctx.world_size
     if cfg.evaluate_test and by_split["test"]:
         model = create_model(cfg.model.name, drop_rate=cfg.model.drop_rate)
         model.load_state_dict(best["model"])
         model.to(device)
-        test_ds = ImageDataset(by_split["test"], cfg.data.root, eval_transform(best["data_config"]))
-        res = score_loader(
-            model, make_loader(test_ds, cfg.batch_size * 2, False, cfg.data.num_workers), device, cfg.amp, "test"
+        test_ds = _make_dataset(by_split["test"], cfg, eval_transform(best["data_config"]), best["data_config"])
+        res = D.score_sharded(
+            model,
+            test_ds,
+            max(cfg.batch_size // ctx.world_size, 1) * 2,
+            cfg.data.num_workers,
+            device,
+            cfg.amp,
+            "test",
+            ctx,
         )
         bad_paths += [str(test_ds.path(i)) for i in res["bad"]]
-        m = write_eval_artifacts(
-            res["labels"],
-            res["scores"],
-            [test_ds.items[i].path for i in res["index"]],
-            best["threshold"],
-            run_dir / "eval_test",
-            extra={
-                "checkpoint": str(run_dir / "best.pt"),
-                "split": "test",
-                "split_sha256": split_hash,
-                "arch": cfg.model.name,
-                "skipped_files": [str(test_ds.path(i)) for i in res["bad"]],
-            },
-        )
-        summary["test"] = {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "eer")}
-        summary["test_ci95"] = m["ci95"]
-        log.info(
-            "test: acc %.4f  precision %.4f  recall %.4f  F1 %.4f  AUC %.4f  EER %.4f  (n=%d)",
-            m["accuracy"],
-            m["precision"],
-            m["recall"],
-            m["f1"],
-            m["roc_auc"],
-            m["eer"],
-            m["n"],
-        )
-    (run_dir / "bad_files.txt").write_text("".join(p + "\n" for p in bad_paths))
-    if bad_paths:
-        log.warning("%d unreadable files were skipped; listed in %s", len(bad_paths), run_dir / "bad_files.txt")
-    summary["skipped_files"] = len(bad_paths)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if ctx.is_main:
+            m = write_eval_artifacts(
+                res["labels"],
+                res["scores"],
+                [test_ds.items[i].path for i in res["index"]],
+                best["threshold"],
+                run_dir / "eval_test",
+                extra={
+                    "checkpoint": str(run_dir / "best.pt"),
+                    "split": "test",
+                    "split_sha256": split_hash,
+                    "arch": cfg.model.name,
+                    "skipped_files": [str(test_ds.path(i)) for i in res["bad"]],
+                },
+            )
+            summary["test"] = {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "eer")}
+            summary["test_ci95"] = m["ci95"]
+            log.info(
+                "test: acc %.4f  precision %.4f  recall %.4f  F1 %.4f  AUC %.4f  EER %.4f  (n=%d)",
+                m["accuracy"],
+                m["precision"],
+                m["recall"],
+                m["f1"],
+                m["roc_auc"],
+                m["eer"],
+                m["n"],
+            )
+    if ctx.is_main:
+        (run_dir / "bad_files.txt").write_text("".join(p + "\n" for p in bad_paths))
+        if bad_paths:
+            log.warning("%d unreadable files were skipped; listed in %s", len(bad_paths), run_dir / "bad_files.txt")
+        summary["skipped_files"] = len(bad_paths)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    D.barrier(ctx)
     return run_dir

@@ -1,0 +1,138 @@
+"""``dfdetect robustness``, ``dfdetect audit`` and ``dfdetect calibrate``: what one accuracy number hides."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+log = logging.getLogger("dfdetect")
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def robustness_cmd(
+    model: Path = typer.Argument(..., help="Checkpoint (.pt), shipped .safetensors or exported .onnx."),
+    data: Path = typer.Option(..., "--data", "-d", help="Data folder: ROOT/{real,fake} or the 140k layout."),
+    split: str = typer.Option("test", help="Which split to perturb when the data, manifest or run has splits."),
+    manifest: Path | None = typer.Option(None, help="Split manifest (CSV) to take the split from."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: beside the model)."),
+    conditions: list[str] | None = typer.Option(
+        None, "--conditions", "-c", help="Conditions or families to run (comma-separated or repeated; default: all)."
+    ),
+    limit_per_class: int | None = typer.Option(None, help="At most N images per class (quick runs)."),
+    threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    backend: str = typer.Option("auto", help="auto | torch | onnx"),
+    batch_size: int = typer.Option(32),
+    workers: int = typer.Option(2, help="Threads for decoding and perturbing."),
+    seed: int = typer.Option(0, help="Base seed for the noise conditions."),
+) -> None:
+    """Perturbation sweep: JPEG, resizing, blur, noise, crop and a format control; metrics per condition."""
+    _setup_logging()
+    from dfdetect.data.datasets import DataLayoutError
+    from dfdetect.engine.checkpoint import CheckpointError
+    from dfdetect.robustness.perturb import select_conditions
+    from dfdetect.robustness.sweep import format_table, run_sweep
+
+    target = out or model.parent / f"robustness_{data.name}_{split}"
+    try:
+        conds = select_conditions(conditions)
+        res = run_sweep(
+            model,
+            data,
+            target,
+            split=split,
+            manifest=manifest,
+            conditions=conds,
+            limit_per_class=limit_per_class,
+            threshold=threshold,
+            device=device,
+            backend=backend,
+            batch_size=batch_size,
+            workers=workers,
+            seed=seed,
+            progress=sys.stderr.isatty(),
+        )
+    except (CheckpointError, DataLayoutError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(format_table(res["rows"]))
+    typer.echo(f"-> {target}")
+
+
+def audit_cmd(
+    data: Path = typer.Argument(..., help="Data folder: ROOT/{real,fake} or the 140k layout."),
+    manifest: Path | None = typer.Option(None, help="Split manifest (CSV), e.g. a run's split.csv."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: ./audit_<folder name>)."),
+    max_distance: int = typer.Option(4, "--max-distance", "-k", help="Near-duplicate: phash Hamming distance <= k."),
+    warn_at: float = typer.Option(0.9, help="Warn when one statistic separates the classes at this AUC or more."),
+    limit_per_class: int | None = typer.Option(None, help="At most N images per class and split."),
+    workers: int = typer.Option(4, help="Threads for decoding and hashing."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with code 1 when there is any warning."),
+) -> None:
+    """Leakage audit: near-duplicates across splits and per-class format statistics (JPEG quality, size, ...)."""
+    _setup_logging()
+    from dfdetect.data.datasets import DataLayoutError
+    from dfdetect.robustness.audit import run_audit
+
+    target = out or Path(f"audit_{data.resolve().name}")
+    try:
+        r = run_audit(data, target, manifest, max_distance, warn_at, workers, limit_per_class, sys.stderr.isatty())
+    except (DataLayoutError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    nd = r["near_duplicates"]
+    typer.echo(
+        f"{r['n_decoded']} images audited ({r['splits']}); {nd['n_pairs']} near-duplicate pair(s), "
+        f"{nd['n_across_splits']} across splits"
+    )
+    for w in r["warnings"]:
+        typer.echo(f"WARNING: {w}")
+    typer.echo(f"-> {target}/audit.md")
+    if strict and r["warnings"]:
+        raise typer.Exit(1)
+
+
+def calibrate_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint from `dfdetect train` (best.pt) or .safetensors."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="New checkpoint (default: <name>_calibrated.<ext>)."),
+    target: str = typer.Option("fpr1", help="Threshold rule on validation: fpr1 | eer | f1 | NUMBER."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Data folder (default: the manifest's root)."),
+    manifest: Path | None = typer.Option(None, help="Split manifest (default: split.csv beside the checkpoint)."),
+    rescore: bool = typer.Option(False, "--rescore", help="Score the validation split even if scores are stored."),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+) -> None:
+    """Temperature scaling and a calibrated threshold, fitted on validation and stored in a new checkpoint."""
+    _setup_logging()
+    from dfdetect.engine.checkpoint import CheckpointError
+    from dfdetect.robustness.calibration import calibrate_checkpoint
+
+    if target not in ("fpr1", "eer", "f1"):
+        try:
+            float(target)
+        except ValueError:
+            _fail(f"--target must be fpr1, eer, f1 or a number, not {target!r}")
+    try:
+        r = calibrate_checkpoint(checkpoint, out, target, data, manifest, rescore, device)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(
+        f"temperature {r['temperature']:.4f}, threshold {r['threshold']:.4f} ({target}) on {r['n']} validation images "
+        f"({r['source']})\n"
+        f"NLL {r['nll_before']:.4f} -> {r['nll_after']:.4f}; ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f}\n"
+        f"-> {r['checkpoint']} (reliability diagram: {r['reliability_png']})"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("robustness")(robustness_cmd)
+    app.command("audit")(audit_cmd)
+    app.command("calibrate")(calibrate_cmd)

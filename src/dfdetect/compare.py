@@ -1,0 +1,416 @@
+"""Compare backbones under one recipe and one split: the paper's Table 1 plus speed, and a Pareto plot.
+
+``run_comparison`` trains each model with :func:`dfdetect.engine.train.fit` (or takes finished run folders),
+scores every model on the same held-out test split, measures CPU speed with
+:func:`dfdetect.benchmark.benchmark_model`, and writes into the output folder:
+
+- ``split.csv``: the one split manifest every model is trained and tested on (made once, up front);
+- ``runs/<model>/``: the training run folders (``fit``'s usual contents);
+- ``compare_state.json``: what is done so far, so an interrupted comparison continues where it stopped;
+- ``table.md`` / ``table.csv``: precision, recall, F1, accuracy (the paper's Table 1), ROC-AUC, EER,
+  parameters, size, GFLOPs, batch-1 latency (ONNX Runtime and torch eager) and throughput;
+- ``pareto.png``: accuracy (or another metric) against latency, the Pareto front marked.
+
+No training or evaluation code lives here: it only orchestrates ``fit``, ``evaluate_checkpoint`` and
+``benchmark_model``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dfdetect.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "compare_state.json"
+SPLIT_FILE = "split.csv"
+
+# (csv key, markdown header, format)
+COLUMNS: list[tuple[str, str, str]] = [
+    ("model", "model", "s"),
+    ("precision", "precision", ".4f"),
+    ("recall", "recall", ".4f"),
+    ("f1", "F1", ".4f"),
+    ("accuracy", "accuracy", ".4f"),
+    ("roc_auc", "ROC-AUC", ".4f"),
+    ("eer", "EER", ".4f"),
+    ("params_m", "params (M)", ".2f"),
+    ("size_mb", "size (MB)", ".1f"),
+    ("gflops", "GFLOPs", ".3f"),
+    ("latency_ort_ms", "latency ORT (ms, b1)", ".2f"),
+    ("latency_torch_ms", "latency torch (ms, b1)", ".2f"),
+    ("images_per_s_ort", "images/s ORT", ".1f"),
+    ("images_per_s_torch", "images/s torch", ".1f"),
+]
+EXTRA_CSV = ["bench_batch", "input_px", "test_images", "threshold", "split_sha256", "run"]
+
+
+# --------------------------------------------------------------------------------------------- state
+
+
+def load_state(out: Path) -> dict[str, Any]:
+    path = out / STATE_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"version": 1, "models": {}}
+
+
+def save_state(out: Path, state: dict[str, Any]) -> None:
+    path = out / STATE_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=_json_default))
+    tmp.replace(path)  # atomic: an interruption never leaves half a state file
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def run_is_finished(run_dir: Path) -> bool:
+    """A run folder whose training ended: ``fit`` writes summary.json last."""
+    return (run_dir / "summary.json").is_file() and (run_dir / "best.pt").is_file()
+
+
+# --------------------------------------------------------------------------------------------- split
+
+
+def make_shared_split(cfg: TrainConfig, out: Path) -> Path:
+    """Write ``OUT/split.csv`` once (same rules as ``fit``: given splits, else a stratified seeded split)."""
+    from dfdetect.data.datasets import limit_per_class, resolve_items, write_manifest
+
+    path = out / SPLIT_FILE
+    if path.is_file():
+        return path
+    items = resolve_items(
+        cfg.data.root, cfg.data.manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
+    )
+    items = limit_per_class(items, cfg.data.limit_per_class)
+    write_manifest(items, path, cfg.data.root)
+    log.info("shared split: %s (%d images)", path, len(items))
+    return path
+
+
+# --------------------------------------------------------------------------------------------- one model
+
+
+def train_or_resume(cfg: TrainConfig, run_dir: Path) -> Path:
+    """Finished run: reuse it. Interrupted run (last.pt, no summary.json): resume it. Else train from scratch."""
+    from dfdetect.engine.train import fit
+
+    if run_is_finished(run_dir):
+        log.info("%s: finished run found, not retraining", run_dir)
+        return run_dir
+    if (run_dir / "last.pt").is_file():
+        log.info("%s: interrupted run found, resuming", run_dir)
+        return fit(None, resume=run_dir)
+    return fit(cfg)
+
+
+def test_metrics(run_dir: Path, data: Path, manifest: Path, split_hash: str, device: str, workers: int) -> dict:
+    """Test-split metrics of a run's best.pt on the shared split.
+
+    When the run was trained on the shared split, ``fit`` already evaluated it (eval_test/metrics.json); that
+    file is reused. Otherwise (a run given with ``--runs`` made on another split) the checkpoint is scored on
+    the shared test split with ``evaluate_checkpoint``.
+    """
+    from dfdetect.engine.evaluate import evaluate_checkpoint
+
+    mpath = run_dir / "eval_test" / "metrics.json"
+    if mpath.is_file():
+        m = json.loads(mpath.read_text())
+        if m.get("split_sha256") == split_hash:
+            return m
+    log.warning("%s was not tested on the shared split; scoring it on the shared test split", run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    if summary.get("split_sha256") not in (None, split_hash):
+        log.warning(
+            "%s was trained on another split (sha256 %s): some shared test images may be its training images",
+            run_dir,
+            str(summary.get("split_sha256"))[:12],
+        )
+    m = evaluate_checkpoint(
+        run_dir / "best.pt", data, run_dir / "eval_compare", "test", manifest, device=device, workers=workers
+    )
+    m["split_sha256"] = split_hash
+    return m
+
+
+def speed_figures(
+    checkpoint: Path,
+    bench: bool,
+    batch: int,
+    threads: int | None,
+    min_seconds: float,
+    warmup: int = 5,
+    iters: int = 20,
+) -> dict[str, Any]:
+    """Params, size, GFLOPs and (with ``bench``) CPU latency/throughput via ``benchmark_model``."""
+    from dfdetect.benchmark import benchmark_model, gflops_per_image
+
+    if not bench:
+        from dfdetect.engine.checkpoint import load_checkpoint
+        from dfdetect.models.factory import create_model
+
+        ckpt = load_checkpoint(checkpoint)
+        model = create_model(ckpt["arch"], drop_rate=0.0).eval()
+        size = int(ckpt["data_config"]["input_size"][-1])
+        params = sum(p.numel() for p in model.parameters())
+        return {
+            "params_m": params / 1e6,
+            "size_mb": params * 4 / 2**20,
+            "gflops": gflops_per_image(model, size),
+            "input_px": size,
+        }
+    sizes = (1,) if batch <= 1 else (1, batch)
+    r = benchmark_model(
+        str(checkpoint), None, sizes, True, threads, "cpu", warmup=warmup, iters=iters, min_seconds=min_seconds
+    )
+
+    def pick(key: str, b: int, field: str) -> float | None:
+        rows = [row for row in r.get(key, []) if row["batch"] == b]
+        return rows[0][field] if rows else None
+
+    return {
+        "params_m": r["params_m"],
+        "size_mb": r["size_mb_fp32"],
+        "gflops": r["gflops"],
+        "input_px": r["input"],
+        "latency_ort_ms": pick("onnxruntime", 1, "p50_ms"),
+        "latency_torch_ms": pick("torch_eager", 1, "p50_ms"),
+        "images_per_s_ort": pick("onnxruntime", max(sizes), "images_per_s"),
+        "images_per_s_torch": pick("torch_eager", max(sizes), "images_per_s"),
+        "bench_batch": max(sizes),
+        "machine": r["machine"],
+    }
+
+
+# --------------------------------------------------------------------------------------------- driver
+
+
+def run_comparison(
+    models: Sequence[str],
+    out: str | Path,
+    base: TrainConfig,
+    runs: Sequence[str | Path] = (),
+    bench: bool = True,
+    bench_batch: int = 8,
+    bench_threads: int | None = None,
+    bench_seconds: float = 2.0,
+    bench_warmup: int = 5,
+    bench_iters: int = 20,
+    pareto_metric: str = "accuracy",
+) -> dict[str, Any]:
+    """Train/evaluate/benchmark each model (resumably) and write the table and plot; returns the state."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_state(out)
+    run_dirs = [Path(r) for r in runs]
+    for r in run_dirs:
+        if not run_is_finished(r):
+            raise FileNotFoundError(f"{r} is not a finished run folder (needs best.pt and summary.json)")
+
+    # Data root: --data, else the first given run's.
+    if not base.data.root and run_dirs:
+        base.data.root = TrainConfig.load_yaml(run_dirs[0] / "config.yaml").data.root
+    if not base.data.root:
+        raise ValueError("no data folder: pass --data (or --runs whose config names one)")
+    data = Path(base.data.root)
+
+    # One split for everyone: the existing OUT/split.csv, else the first given run's, else a new one.
+    split_path = out / SPLIT_FILE
+    if not split_path.is_file() and run_dirs and (run_dirs[0] / "split.csv").is_file():
+        split_path.write_text((run_dirs[0] / "split.csv").read_text())
+    split_path = make_shared_split(base, out)
+    from dfdetect.data.datasets import manifest_hash
+
+    split_hash = manifest_hash(split_path)
+    if state.get("split_sha256") not in (None, split_hash):
+        raise ValueError(f"{split_path} changed since this comparison started; use a new --out")
+    state["split_sha256"] = split_hash
+    state["split"] = str(split_path)
+    recipe = base.to_dict()
+    recipe.pop("name", None)
+    if state.get("recipe") not in (None, recipe):
+        log.warning("the training recipe differs from the one this comparison started with; finished models keep theirs")
+    state.setdefault("recipe", recipe)
+    save_state(out, state)
+
+    entries: list[tuple[str, Path, TrainConfig | None]] = []
+    for r in run_dirs:
+        entries.append((r.name, r, None))
+    for name in models:
+        cfg = copy.deepcopy(base)
+        cfg.model.name = name
+        cfg.data.manifest = str(split_path)
+        cfg.out = str(out / "runs")
+        cfg.name = name
+        entries.append((name, out / "runs" / name, cfg))
+    names = [n for n, _, _ in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique: {names}")
+    state["order"] = list(dict.fromkeys(state.get("order", []) + names))
+
+    for i, (name, run_dir, cfg) in enumerate(entries, 1):
+        entry = state["models"].get(name, {})
+        if entry.get("status") == "done" and run_is_finished(Path(entry["run"])):
+            log.info("[%d/%d] %s: done already", i, len(entries), name)
+            continue
+        log.info("[%d/%d] %s", i, len(entries), name)
+        t0 = time.perf_counter()
+        if cfg is not None:
+            entry.update({"status": "training", "run": str(run_dir)})
+            state["models"][name] = entry
+            save_state(out, state)
+            run_dir = train_or_resume(cfg, run_dir)
+        entry.update({"status": "trained", "run": str(run_dir)})
+        save_state(out, state)
+        m = test_metrics(run_dir, data, split_path, split_hash, base.device, base.data.num_workers)
+        entry["metrics"] = {
+            k: m.get(k) for k in ("precision", "recall", "f1", "accuracy", "roc_auc", "eer", "threshold", "n")
+        }
+        entry["metrics"]["split_sha256"] = m.get("split_sha256")
+        entry["speed"] = speed_figures(
+            run_dir / "best.pt", bench, bench_batch, bench_threads, bench_seconds, bench_warmup, bench_iters
+        )
+        entry["seconds"] = time.perf_counter() - t0
+        entry["status"] = "done"
+        save_state(out, state)
+        write_outputs(out, state, pareto_metric)
+    write_outputs(out, state, pareto_metric)
+    return state
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+
+def table_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name in state.get("order", list(state["models"])):
+        e = state["models"].get(name)
+        if not e or e.get("status") != "done":
+            continue
+        m, s = e["metrics"], e["speed"]
+        row: dict[str, Any] = {"model": name}
+        row.update({k: m.get(k) for k in ("precision", "recall", "f1", "accuracy", "roc_auc", "eer")})
+        row.update({k: s.get(k) for k in ("params_m", "size_mb", "gflops")})
+        for k in ("latency_ort_ms", "latency_torch_ms", "images_per_s_ort", "images_per_s_torch", "bench_batch"):
+            row[k] = s.get(k)
+        row.update(
+            input_px=s.get("input_px"),
+            test_images=m.get("n"),
+            threshold=m.get("threshold"),
+            split_sha256=m.get("split_sha256"),
+            run=e["run"],
+        )
+        rows.append(row)
+    return rows
+
+
+def _fmt(v: Any, spec: str) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return format(v, spec) if spec != "s" else str(v)
+
+
+def format_markdown(rows: list[dict[str, Any]], state: dict[str, Any]) -> str:
+    head = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    sep = "|" + "|".join("---" if k == "model" else "---:" for k, _, _ in COLUMNS) + "|"
+    lines = [head, sep]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(k), f) for k, _, f in COLUMNS) + " |")
+    notes = [
+        "",
+        f"Test split: `{state.get('split')}` (sha256 {str(state.get('split_sha256'))[:12]}), "
+        f"{rows[0]['test_images'] if rows else 0} images; threshold = each model's stored one.",
+    ]
+    batches = sorted({r["bench_batch"] for r in rows if r.get("bench_batch")})
+    if batches:
+        machine = next((e["speed"].get("machine") for e in state["models"].values() if e.get("speed")), None) or {}
+        notes.append(
+            f"Latency: median of batch-1 runs on CPU ({machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
+            f"torch {machine.get('torch', '?')}); images/s at batch {', '.join(map(str, batches))}."
+        )
+    return "\n".join(lines + notes) + "\n"
+
+
+def write_outputs(out: Path, state: dict[str, Any], pareto_metric: str = "accuracy") -> list[dict[str, Any]]:
+    rows = table_rows(state)
+    (out / "table.md").write_text(format_markdown(rows, state))
+    keys = [k for k, _, _ in COLUMNS] + EXTRA_CSV
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
+    if rows:
+        pareto_plot(rows, out / "pareto.png", pareto_metric)
+    return rows
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x, higher y), sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best_y = [], -math.inf
+    for i in order:
+        if points[i][1] > best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return front
+
+
+def pareto_plot(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy") -> Path | None:
+    """Metric vs batch-1 latency (ORT, else torch eager, else GFLOPs), Pareto front marked and labelled."""
+    from dfdetect import plots  # noqa: F401 - selects the Agg backend
+    import matplotlib.pyplot as plt
+
+    xkey, xlabel = "latency_ort_ms", "latency, ONNX Runtime, batch 1 (ms)"
+    if not any(r.get(xkey) for r in rows):
+        xkey, xlabel = "latency_torch_ms", "latency, torch eager, batch 1 (ms)"
+    if not any(r.get(xkey) for r in rows):
+        xkey, xlabel = "gflops", "GFLOPs per image"
+    pts = [(r, r.get(xkey), r.get(metric)) for r in rows]
+    pts = [(r, x, y) for r, x, y in pts if x is not None and y is not None and not math.isnan(y)]
+    if not pts:
+        log.warning("nothing to plot in %s (no %s or %s figures)", path, xkey, metric)
+        return None
+    xy = [(x, y) for _, x, y in pts]
+    front = pareto_front(xy)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter([p[0] for p in xy], [p[1] for p in xy], c="tab:blue", s=40, label="models", zorder=2)
+    fx = [xy[i][0] for i in front]
+    fy = [xy[i][1] for i in front]
+    ax.step(fx, fy, where="post", c="tab:red", lw=1.5, zorder=1)
+    ax.scatter(fx, fy, c="tab:red", s=110, marker="*", label="Pareto front", zorder=3)
+    for i, (r, x, y) in enumerate(pts):
+        ax.annotate(
+            r["model"] + (" (front)" if i in front else ""),
+            (x, y),
+            textcoords="offset points",
+            xytext=(5, 5),
+            fontsize=8,
+            color="tab:red" if i in front else "black",
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    if xkey != "gflops" and max(p[0] for p in xy) / max(min(p[0] for p in xy), 1e-9) > 20:
+        ax.set_xscale("log")
+    ax.set_title(f"{metric} vs speed (up and left is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

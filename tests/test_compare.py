@@ -1,0 +1,170 @@
+"""``dfdetect compare``: one split for every model, Table 1 + speed columns, Pareto plot, resumability."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import tiny_config
+
+MODELS = ["tiny_efficientnet", "tiny_mobilenetv3"]
+TABLE_COLUMNS = [
+    "model",
+    "precision",
+    "recall",
+    "f1",
+    "accuracy",
+    "roc_auc",
+    "eer",
+    "params_m",
+    "size_mb",
+    "gflops",
+    "latency_ort_ms",
+    "latency_torch_ms",
+    "images_per_s_ort",
+    "images_per_s_torch",
+]
+
+
+def _base(data, out):
+    cfg = tiny_config(data, out, epochs=1, warmup_epochs=0, max_steps_per_epoch=2)
+    cfg.data.limit_per_class = 4
+    return cfg
+
+
+def _fast(**kw):
+    return dict(bench_batch=2, bench_seconds=0.0, bench_warmup=1, bench_iters=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_data, tmp_path_factory):
+    """First only model 1 (an 'interrupted' comparison), then the full list in the same folder."""
+    from dfdetect.compare import run_comparison
+
+    out = tmp_path_factory.mktemp("cmp")
+    run_comparison(MODELS[:1], out, _base(tiny_data, out), **_fast())
+    first = out / "runs" / MODELS[0] / "best.pt"
+    mtime = first.stat().st_mtime_ns
+    # The full list through the CLI, with the same recipe as flags.
+    from dfdetect.cli import app
+
+    args = ["compare", "--models", ",".join(MODELS), "--data", str(tiny_data), "--out", str(out)]
+    args += ["--epochs", "1", "--warmup-epochs", "0", "--img-size", "48", "--limit-per-class", "4", "-b", "8"]
+    args += ["--max-steps", "2", "--device", "cpu", "--workers", "0", "--bench-batch", "2", "--bench-seconds", "0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "| tiny_mobilenetv3 |" in res.output
+    state = json.loads((out / "compare_state.json").read_text())
+    return out, state, mtime
+
+
+def test_table_columns_and_rows(compared):
+    out, state, _ = compared
+    with open(out / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == MODELS
+    assert list(rows[0])[: len(TABLE_COLUMNS)] == TABLE_COLUMNS
+    for r in rows:
+        for k in ("precision", "recall", "f1", "accuracy", "params_m", "size_mb", "latency_ort_ms", "latency_torch_ms"):
+            assert r[k] != "", (r["model"], k)
+            float(r[k])
+        assert 0.0 <= float(r["accuracy"]) <= 1.0
+    md = (out / "table.md").read_text().splitlines()
+    header = md[0]
+    for h in ("precision", "recall", "F1", "accuracy", "ROC-AUC", "EER", "params (M)", "size (MB)", "GFLOPs"):
+        assert h in header
+    assert "latency ORT (ms, b1)" in header and "images/s ORT" in header
+    assert sum(line.startswith(f"| {m} ") for m in MODELS for line in md) == 2
+    assert (out / "pareto.png").stat().st_size > 1000
+
+
+def test_one_split_for_every_model(compared):
+    out, state, _ = compared
+    hashes = set()
+    for m in MODELS:
+        metrics = json.loads((out / "runs" / m / "eval_test" / "metrics.json").read_text())
+        hashes.add(metrics["split_sha256"])
+        assert (out / "runs" / m / "split.csv").read_text() == (out / "split.csv").read_text()
+    assert len(hashes) == 1
+    assert hashes == {state["split_sha256"]}
+
+
+def test_resume_does_not_retrain(compared, tiny_data):
+    out, state, mtime = compared
+    assert (out / "runs" / MODELS[0] / "best.pt").stat().st_mtime_ns == mtime
+    assert all(state["models"][m]["status"] == "done" for m in MODELS)
+    # A third call has nothing left to do: no run folder is touched.
+    from dfdetect.compare import run_comparison
+
+    before = {m: (out / "runs" / m / "best.pt").stat().st_mtime_ns for m in MODELS}
+    run_comparison(MODELS, out, _base(tiny_data, out), **_fast())
+    assert {m: (out / "runs" / m / "best.pt").stat().st_mtime_ns for m in MODELS} == before
+
+
+def test_interrupted_run_resumes_from_last_pt(tiny_data, tmp_path, monkeypatch):
+    """A run with last.pt but no summary.json is continued with fit(resume=...), not started again."""
+    from dfdetect import compare
+    from dfdetect.engine import train
+
+    cfg = _base(tiny_data, tmp_path)
+    cfg.epochs = 2
+    cfg.data.manifest = str(compare.make_shared_split(cfg, tmp_path))
+    cfg.out, cfg.name = str(tmp_path / "runs"), "m"
+    run_dir = tmp_path / "runs" / "m"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, row):
+        raise Stop
+
+    with pytest.raises(Stop):
+        train.fit(cfg, on_epoch_end=stop_after_first)
+    assert (run_dir / "last.pt").is_file() and not (run_dir / "summary.json").exists()
+    calls = []
+    real_fit = train.fit
+    monkeypatch.setattr(train, "fit", lambda c, resume=None: calls.append(resume) or real_fit(c, resume=resume))
+    compare.train_or_resume(cfg, run_dir)
+    assert calls == [run_dir]
+    assert compare.run_is_finished(run_dir)
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 1 + 2
+
+
+def test_pareto_front():
+    from dfdetect.compare import pareto_front
+
+    pts = [(1.0, 0.80), (2.0, 0.90), (3.0, 0.85), (4.0, 0.95), (0.5, 0.70)]
+    assert pareto_front(pts) == [4, 0, 1, 3]
+
+
+def test_cli_compare_with_runs(compared, tmp_path):
+    """The CLI on already-trained runs: no training, same split, table printed; --no-bench skips timing."""
+    from dfdetect.cli import app
+
+    out, _, _ = compared
+    runs = [str(out / "runs" / m) for m in MODELS]
+    before = {m: (out / "runs" / m / "best.pt").stat().st_mtime_ns for m in MODELS}
+    res = CliRunner().invoke(
+        app, ["compare", "--runs", runs[0], "--runs", runs[1], "--out", str(tmp_path / "c"), "--no-bench"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "| tiny_efficientnet |" in res.output and "| tiny_mobilenetv3 |" in res.output
+    with open(tmp_path / "c" / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == MODELS
+    assert all(r["latency_ort_ms"] == "" and float(r["params_m"]) > 0 for r in rows)
+    assert {m: (out / "runs" / m / "best.pt").stat().st_mtime_ns for m in MODELS} == before
+    assert (tmp_path / "c" / "pareto.png").is_file()
+
+
+def test_cli_compare_rejects_unknown_model(tmp_path, tiny_data):
+    from dfdetect.cli import app
+
+    res = CliRunner().invoke(
+        app, ["compare", "--models", "tiny_efficientnet,nope", "--data", str(tiny_data), "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2
+    assert "unknown model" in res.output
