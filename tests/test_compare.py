@@ -36,7 +36,7 @@ def _base(data, out):
 
 
 def _fast(**kw):
-    return dict(bench_batch=2, bench_seconds=0.0, bench_warmup=1, bench_iters=2, **kw)
+    return dict(bench_batch=2, bench_threads=1, bench_seconds=0.0, bench_warmup=1, bench_iters=2, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,7 @@ def compared(tiny_data, tmp_path_factory):
     args = ["compare", "--models", ",".join(MODELS), "--data", str(tiny_data), "--out", str(out)]
     args += ["--epochs", "1", "--warmup-epochs", "0", "--img-size", "48", "--limit-per-class", "4", "-b", "8"]
     args += ["--max-steps", "2", "--device", "cpu", "--workers", "0", "--bench-batch", "2", "--bench-seconds", "0"]
+    args += ["--threads", "1"]  # one thread: the timing is not asserted, and it keeps a busy shared CPU usable
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "| tiny_mobilenetv3 |" in res.output
@@ -104,33 +105,27 @@ def test_resume_does_not_retrain(compared, tiny_data):
     assert {m: (out / "runs" / m / "best.pt").stat().st_mtime_ns for m in MODELS} == before
 
 
-def test_interrupted_run_resumes_from_last_pt(tiny_data, tmp_path, monkeypatch):
-    """A run with last.pt but no summary.json is continued with fit(resume=...), not started again."""
+def test_interrupted_run_resumes_from_last_pt(compared, tmp_path, monkeypatch):
+    """A run with last.pt but no summary.json is continued with fit(resume=...), not started again.
+
+    (Simulated cheaply: a finished run's copy without summary.json is a run cut off after its last epoch.)"""
+    import shutil
+
     from dfdetect import compare
     from dfdetect.engine import train
 
-    cfg = _base(tiny_data, tmp_path)
-    cfg.epochs = 2
-    cfg.data.manifest = str(compare.make_shared_split(cfg, tmp_path))
-    cfg.out, cfg.name = str(tmp_path / "runs"), "m"
-    run_dir = tmp_path / "runs" / "m"
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_first(epoch, row):
-        raise Stop
-
-    with pytest.raises(Stop):
-        train.fit(cfg, on_epoch_end=stop_after_first)
-    assert (run_dir / "last.pt").is_file() and not (run_dir / "summary.json").exists()
+    out, _, _ = compared
+    run_dir = tmp_path / "m"
+    shutil.copytree(out / "runs" / MODELS[0], run_dir)
+    (run_dir / "summary.json").unlink()
+    assert not compare.run_is_finished(run_dir)
     calls = []
     real_fit = train.fit
-    monkeypatch.setattr(train, "fit", lambda c, resume=None: calls.append(resume) or real_fit(c, resume=resume))
-    compare.train_or_resume(cfg, run_dir)
-    assert calls == [run_dir]
+    monkeypatch.setattr(train, "fit", lambda c, resume=None: calls.append((c, resume)) or real_fit(c, resume=resume))
+    assert compare.train_or_resume(None, run_dir) == run_dir
+    assert calls == [(None, run_dir)]
     assert compare.run_is_finished(run_dir)
-    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 1 + 2
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 1 + 1  # no epoch trained again
 
 
 def test_pareto_front():
@@ -168,3 +163,18 @@ def test_cli_compare_rejects_unknown_model(tmp_path, tiny_data):
     )
     assert res.exit_code == 2
     assert "unknown model" in res.output
+
+
+def test_int8_reports_speed_and_accuracy_change(compared, tiny_data):
+    from dfdetect.benchmark import benchmark_int8, format_int8_result
+
+    out, state, _ = compared
+    r = benchmark_int8(
+        out / "runs" / MODELS[0] / "best.pt", tiny_data, out / "split.csv", threads=1, warmup=1, iters=2, min_seconds=0
+    )
+    assert r["n"] == state["models"][MODELS[0]]["metrics"]["n"]
+    for k in ("fp32", "int8"):
+        assert 0.0 <= r[k]["accuracy"] <= 1.0 and r[k]["p50_ms"] > 0
+    assert r["accuracy_change"] == r["int8"]["accuracy"] - r["fp32"]["accuracy"]
+    assert 0.0 <= r["same_verdict"] <= 1.0
+    assert "int8 - fp32" in format_int8_result(r)

@@ -351,6 +351,7 @@ def test_evaluate_writes_ece_and_reliability(tiny_run, tiny_data, tmp_path):
     assert (tmp_path / "ev" / "reliability.png").is_file()
 
 
+@pytest.mark.slow  # two full evaluations with 1000-sample bootstraps: about a minute on a shared CPU
 def test_evaluate_cli_reports_several_folders(tiny_run, tiny_data, clean_copy, tmp_path):
     other = clean_copy(tiny_data)
     r = runner.invoke(

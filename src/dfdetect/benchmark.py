@@ -243,3 +243,123 @@ def format_model_result(r: dict[str, Any]) -> str:
             ratio = row["images_per_s"] / eager[row["batch"]]["images_per_s"]
             lines.append(f"onnxruntime / torch eager at batch {row['batch']}: {ratio:.2f}x throughput")
     return "\n".join(lines)
+
+
+def _int8_items(checkpoint: Path, data: Path, manifest: str | Path | None, split: str) -> tuple[list, str]:
+    """Which images to score: a manifest's split, else the data's given split, else the checkpoint's run split
+    (when made from this folder), else every image. Same rules as ``evaluate_checkpoint``."""
+    from dfdetect.data.datasets import read_manifest, scan
+
+    if manifest:
+        return [it for it in read_manifest(manifest) if it.split == split], f"split {split!r} of {manifest}"
+    items, has_splits = scan(data)
+    if has_splits:
+        return [it for it in items if it.split == split], f"given split {split!r}"
+    run_manifest = checkpoint.parent / "split.csv"
+    if run_manifest.is_file():
+        first = run_manifest.read_text().split("\n", 1)[0]
+        if first.startswith("# root: ") and Path(first[8:]).resolve() == data.resolve():
+            return [it for it in read_manifest(run_manifest) if it.split == split], f"run split {split!r}"
+    return items, "all images"
+
+
+def benchmark_int8(
+    checkpoint: str | Path,
+    data: str | Path,
+    manifest: str | Path | None = None,
+    split: str = "test",
+    threads: int | None = None,
+    warmup: int = 5,
+    iters: int = 20,
+    min_seconds: float = 2.0,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """ONNX Runtime dynamic int8 quantization (``quantize_dynamic``) of a checkpoint's exported model:
+    batch-1 latency fp32 vs int8, file sizes, and the accuracy change on ``data`` (same preprocessing)."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from dfdetect.data.io import ImageLoadError, open_image
+    from dfdetect.data.preprocess import preprocess
+    from dfdetect.export import export_onnx
+    from dfdetect.metrics import compute_metrics
+
+    checkpoint, data = Path(checkpoint), Path(data)
+    items, source = _int8_items(checkpoint, data, manifest, split)
+    if not items:
+        raise ValueError(f"no images to score in {data} ({source})")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        meta = export_onnx(checkpoint, fp32)["metadata"]
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QUInt8)
+        dc, thr = meta["data_config"], float(meta["threshold"])
+        arrays, labels, skipped = [], [], 0
+        for it in items:
+            p = Path(it.path) if Path(it.path).is_absolute() else data / it.path
+            try:
+                arrays.append(preprocess(open_image(p), dc))
+            except ImageLoadError as e:
+                log.warning("skipping %s", e)
+                skipped += 1
+                continue
+            labels.append(it.label)
+        if not arrays:
+            raise ValueError(f"no readable images in {data} ({source})")
+        x = np.stack(arrays).astype(np.float32)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or os.cpu_count() or 1
+        out: dict[str, Any] = {
+            "checkpoint": str(checkpoint),
+            "data": str(data),
+            "images": source,
+            "n": len(labels),
+            "skipped": skipped,
+            "threshold": thr,
+            "quantization": "onnxruntime quantize_dynamic, QUInt8 weights",
+        }
+        scores = {}
+        for name, path in (("fp32", fp32), ("int8", int8)):
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            logits = np.concatenate(
+                [sess.run(None, {"input": x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+            )
+            z = logits - logits.max(1, keepdims=True)
+            s = np.exp(z)[:, 1] / np.exp(z).sum(1)
+            scores[name] = s
+            m = compute_metrics(labels, s, thr)
+            x1 = x[:1]
+            t = _stats(_timeit(lambda sess=sess, x1=x1: sess.run(None, {"input": x1}), warmup, iters, min_seconds), 1)
+            out[name] = {
+                "accuracy": m["accuracy"],
+                "f1": m["f1"],
+                "roc_auc": m["roc_auc"],
+                "p50_ms": t["p50_ms"],
+                "p95_ms": t["p95_ms"],
+                "images_per_s": t["images_per_s"],
+                "file_mb": path.stat().st_size / 2**20,
+            }
+    out["accuracy_change"] = out["int8"]["accuracy"] - out["fp32"]["accuracy"]
+    out["roc_auc_change"] = out["int8"]["roc_auc"] - out["fp32"]["roc_auc"]
+    out["same_verdict"] = float(np.mean((scores["fp32"] >= thr) == (scores["int8"] >= thr)))
+    out["max_score_change"] = float(np.abs(scores["fp32"] - scores["int8"]).max())
+    out["speedup"] = out["fp32"]["p50_ms"] / out["int8"]["p50_ms"]
+    return out
+
+
+def format_int8_result(r: dict[str, Any]) -> str:
+    lines = [
+        f"int8 ({r['quantization']}) on {r['n']} images of {r['data']} ({r['images']}), threshold {r['threshold']:.4f}",
+        f"{'':<6}{'accuracy':>10}{'F1':>8}{'AUC':>8}{'p50 ms':>9}{'img/s':>9}{'file MB':>9}",
+    ]
+    for k in ("fp32", "int8"):
+        v = r[k]
+        lines.append(
+            f"{k:<6}{v['accuracy']:>10.4f}{v['f1']:>8.4f}{v['roc_auc']:>8.4f}{v['p50_ms']:>9.2f}"
+            f"{v['images_per_s']:>9.1f}{v['file_mb']:>9.2f}"
+        )
+    lines.append(
+        f"int8 - fp32: accuracy {r['accuracy_change']:+.4f}, AUC {r['roc_auc_change']:+.4f}; "
+        f"same verdict {r['same_verdict']:.1%}, max |P(fake) change| {r['max_score_change']:.4f}; "
+        f"batch-1 speed-up {r['speedup']:.2f}x"
+    )
+    return "\n".join(lines)

@@ -51,7 +51,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("images_per_s_ort", "images/s ORT", ".1f"),
     ("images_per_s_torch", "images/s torch", ".1f"),
 ]
-EXTRA_CSV = ["bench_batch", "input_px", "test_images", "threshold", "split_sha256", "run"]
+INT8_CSV = ["int8_latency_ms", "int8_accuracy_change", "int8_roc_auc_change", "int8_same_verdict"]
+EXTRA_CSV = INT8_CSV + ["bench_batch", "input_px", "test_images", "threshold", "split_sha256", "run"]
 
 
 # --------------------------------------------------------------------------------------------- state
@@ -106,7 +107,7 @@ def make_shared_split(cfg: TrainConfig, out: Path) -> Path:
 # --------------------------------------------------------------------------------------------- one model
 
 
-def train_or_resume(cfg: TrainConfig, run_dir: Path) -> Path:
+def train_or_resume(cfg: TrainConfig | None, run_dir: Path) -> Path:
     """Finished run: reuse it. Interrupted run (last.pt, no summary.json): resume it. Else train from scratch."""
     from dfdetect.engine.train import fit
 
@@ -174,10 +175,16 @@ def speed_figures(
             "gflops": gflops_per_image(model, size),
             "input_px": size,
         }
+    import torch
+
     sizes = (1,) if batch <= 1 else (1, batch)
-    r = benchmark_model(
-        str(checkpoint), None, sizes, True, threads, "cpu", warmup=warmup, iters=iters, min_seconds=min_seconds
-    )
+    before = torch.get_num_threads()
+    try:
+        r = benchmark_model(
+            str(checkpoint), None, sizes, True, threads, "cpu", warmup=warmup, iters=iters, min_seconds=min_seconds
+        )
+    finally:
+        torch.set_num_threads(before)  # benchmark_model sets it process-wide; training after it keeps its own
 
     def pick(key: str, b: int, field: str) -> float | None:
         rows = [row for row in r.get(key, []) if row["batch"] == b]
@@ -212,6 +219,7 @@ def run_comparison(
     bench_warmup: int = 5,
     bench_iters: int = 20,
     pareto_metric: str = "accuracy",
+    int8: bool = False,
 ) -> dict[str, Any]:
     """Train/evaluate/benchmark each model (resumably) and write the table and plot; returns the state."""
     out = Path(out)
@@ -244,7 +252,7 @@ def run_comparison(
     recipe = base.to_dict()
     recipe.pop("name", None)
     if state.get("recipe") not in (None, recipe):
-        log.warning("the training recipe differs from the one this comparison started with; finished models keep theirs")
+        log.warning("the training recipe differs from the one this comparison started with; done models keep theirs")
     state.setdefault("recipe", recipe)
     save_state(out, state)
 
@@ -264,7 +272,7 @@ def run_comparison(
     state["order"] = list(dict.fromkeys(state.get("order", []) + names))
 
     for i, (name, run_dir, cfg) in enumerate(entries, 1):
-        entry = state["models"].get(name, {})
+        entry = state["models"].setdefault(name, {})
         if entry.get("status") == "done" and run_is_finished(Path(entry["run"])):
             log.info("[%d/%d] %s: done already", i, len(entries), name)
             continue
@@ -272,7 +280,6 @@ def run_comparison(
         t0 = time.perf_counter()
         if cfg is not None:
             entry.update({"status": "training", "run": str(run_dir)})
-            state["models"][name] = entry
             save_state(out, state)
             run_dir = train_or_resume(cfg, run_dir)
         entry.update({"status": "trained", "run": str(run_dir)})
@@ -285,6 +292,18 @@ def run_comparison(
         entry["speed"] = speed_figures(
             run_dir / "best.pt", bench, bench_batch, bench_threads, bench_seconds, bench_warmup, bench_iters
         )
+        if int8:
+            from dfdetect.benchmark import benchmark_int8
+
+            q = benchmark_int8(
+                run_dir / "best.pt", data, split_path, "test", bench_threads, bench_warmup, bench_iters, bench_seconds
+            )
+            entry["int8"] = {
+                "int8_latency_ms": q["int8"]["p50_ms"],
+                "int8_accuracy_change": q["accuracy_change"],
+                "int8_roc_auc_change": q["roc_auc_change"],
+                "int8_same_verdict": q["same_verdict"],
+            }
         entry["seconds"] = time.perf_counter() - t0
         entry["status"] = "done"
         save_state(out, state)
@@ -315,6 +334,7 @@ def table_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
             split_sha256=m.get("split_sha256"),
             run=e["run"],
         )
+        row.update(e.get("int8", {}))
         rows.append(row)
     return rows
 
@@ -343,6 +363,13 @@ def format_markdown(rows: list[dict[str, Any]], state: dict[str, Any]) -> str:
             f"Latency: median of batch-1 runs on CPU ({machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
             f"torch {machine.get('torch', '?')}); images/s at batch {', '.join(map(str, batches))}."
         )
+    for r in rows:
+        if r.get("int8_latency_ms") is not None:
+            notes.append(
+                f"int8 (ORT dynamic) {r['model']}: {r['int8_latency_ms']:.2f} ms batch 1, accuracy "
+                f"{r['int8_accuracy_change']:+.4f}, AUC {r['int8_roc_auc_change']:+.4f}, "
+                f"same verdict {r['int8_same_verdict']:.1%}."
+            )
     return "\n".join(lines + notes) + "\n"
 
 
@@ -373,7 +400,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def pareto_plot(rows: list[dict[str, Any]], path: Path, metric: str = "accuracy") -> Path | None:
     """Metric vs batch-1 latency (ORT, else torch eager, else GFLOPs), Pareto front marked and labelled."""
-    from dfdetect import plots  # noqa: F401 - selects the Agg backend
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     xkey, xlabel = "latency_ort_ms", "latency, ONNX Runtime, batch 1 (ms)"

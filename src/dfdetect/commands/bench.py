@@ -19,6 +19,9 @@ def benchmark_cmd(
     cold_start: Path = typer.Option(None, help="Also time a fresh `dfdetect predict IMAGE` process."),
     min_seconds: float = typer.Option(2.0, help="Time each setting at least this long."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    int8_data: Path = typer.Option(
+        None, help="Also time ONNX Runtime dynamic int8 and report its accuracy change on this data (checkpoint only)."
+    ),
 ) -> None:
     """Measure speed: torch eager vs ONNX Runtime side by side, batch-1 latency p50/p95, throughput."""
     import logging
@@ -34,6 +37,12 @@ def benchmark_cmd(
         out["scan"] = benchmark_scan(scan, model if model and Path(model).exists() else None)
     if cold_start:
         out["cold_start"] = benchmark_cold_start(cold_start, model if model and Path(model).exists() else None)
+    if int8_data:
+        from dfdetect.benchmark import benchmark_int8
+
+        if not (model and Path(model).is_file()):
+            raise typer.BadParameter("--int8-data needs a trained checkpoint as MODEL (accuracy is measured)")
+        out["int8"] = benchmark_int8(model, int8_data, threads=threads, min_seconds=min_seconds)
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
@@ -44,6 +53,10 @@ def benchmark_cmd(
             f"scan {s['folder']}: {s['images']} images in {s['seconds']:.2f} s = {s['images_per_s']:.1f} images/s "
             f"({s['backend']}, batch {s['batch_size']}, {s['workers']} decode threads, model {s['model']})"
         )
+    if int8_data:
+        from dfdetect.benchmark import format_int8_result
+
+        typer.echo(format_int8_result(out["int8"]))
     if cold_start:
         c = out["cold_start"]
         typer.echo(f"cold start `{c['command']}`: median {c['median_s']:.2f} s over {c['runs']} runs")

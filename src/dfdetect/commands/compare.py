@@ -34,6 +34,7 @@ def compare_cmd(
     bench_batch: int = typer.Option(8, help="Batch size for the throughput column (latency is always batch 1)."),
     bench_seconds: float = typer.Option(2.0, help="Time each speed setting at least this long."),
     threads: int | None = typer.Option(None, help="Intra-op threads for the speed figures (default: all cores)."),
+    int8: bool = typer.Option(False, "--int8", help="Also ORT dynamic int8: latency and accuracy change on test."),
     metric: str = typer.Option("accuracy", help="Y axis of pareto.png: accuracy | roc_auc | f1."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -86,6 +87,7 @@ def compare_cmd(
             bench_threads=threads,
             bench_seconds=bench_seconds,
             pareto_metric=metric,
+            int8=int8,
         )
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         _fail(str(e))

@@ -278,7 +278,7 @@ def run_audit(
     if cross:
         warnings.append(
             f"{len(cross)} near-duplicate pair(s) across splits ({', '.join(f'{k}: {v}' for k, v in by_pair.items())})"
-            f": test scores on them measure memory, not detection"
+            f": scores on the held-out copy measure memory, not detection"
         )
     conflicts = [d for d in dups if d["label_conflict"]]
     if conflicts:

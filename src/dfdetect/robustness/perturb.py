@@ -94,11 +94,11 @@ class Condition:
 
 FAMILIES: dict[str, dict[str, object]] = {
     # x label, the x value of the unperturbed baseline, and whether smaller x means a stronger perturbation
-    "jpeg": {"xlabel": "JPEG quality", "baseline": 100.0, "reverse": True},
-    "resize": {"xlabel": "scale factor (then JPEG q95)", "baseline": 1.0, "reverse": False},
-    "blur": {"xlabel": "Gaussian blur sigma (px)", "baseline": 0.0, "reverse": False},
-    "noise": {"xlabel": "Gaussian noise sigma (0-255)", "baseline": 0.0, "reverse": False},
-    "crop": {"xlabel": "centre crop fraction (then the model's resize)", "baseline": 1.0, "reverse": True},
+    "jpeg": {"xlabel": "JPEG quality (100 = unperturbed)", "baseline": 100.0, "reverse": True},
+    "resize": {"xlabel": "scale factor, then JPEG q95 (1 = unperturbed)", "baseline": 1.0, "reverse": False},
+    "blur": {"xlabel": "Gaussian blur sigma, px (0 = unperturbed)", "baseline": 0.0, "reverse": False},
+    "noise": {"xlabel": "Gaussian noise sigma on 0-255 (0 = unperturbed)", "baseline": 0.0, "reverse": False},
+    "crop": {"xlabel": "centre crop fraction, then the model's resize (1 = none)", "baseline": 1.0, "reverse": True},
     "format": {"xlabel": "both classes re-encoded as", "baseline": 0.0, "reverse": False},
 }
 
