@@ -57,6 +57,7 @@ def tiny_config(data: Path, out: Path, **over):
     cfg.out = str(out)
     cfg.name = "run"
     cfg.device = "cpu"
+    cfg.bootstrap = 50
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg

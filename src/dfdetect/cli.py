@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def models_cmd() -> None:
     typer.echo(f"{'name':<22}{'timm architecture':<24}{'paper':<7}{'offline ImageNet':<18}note")
     for s in list_models():
         typer.echo(
-            f"{s.name:<22}{s.timm_name:<24}{'yes' if s.paper else '':<7}{'yes' if s.offline_package else '':<18}{s.note}"
+            f"{s.name:<22}{s.timm_name:<24}{'yes' if s.paper else '':<7}"
+            f"{'yes' if s.offline_package else '':<18}{s.note}"
         )
 
 
@@ -108,6 +110,9 @@ def train(
     cutmix: float | None = typer.Option(None, help="CutMix alpha (0 = off)."),
     ema: float | None = typer.Option(None, help="Weight EMA decay, e.g. 0.998 (0 = off)."),
     drop_rate: float | None = typer.Option(None, help="Dropout before the dense layer."),
+    head: str | None = typer.Option(
+        None, "--head", help="Classifier head: linear | attention (CBAM) | attnpool | multiscale."
+    ),
     threshold: str | None = typer.Option(None, help="Stored threshold: number | eer | f1 | fpr1 (on validation)."),
     val_fraction: float | None = typer.Option(None),
     test_fraction: float | None = typer.Option(None),
@@ -148,7 +153,8 @@ def train(
             run = fit(TrainConfig(), resume=resume)
         except (FileNotFoundError, ValueError) as e:
             _fail(str(e))
-        typer.echo(str(run))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+            typer.echo(str(run))
         return
     cfg = TrainConfig.load_yaml(config) if config else TrainConfig()
     if offline_weights:
@@ -169,6 +175,7 @@ def train(
         ("model", "name"): model,
         ("model", "weights"): weights,
         ("model", "drop_rate"): drop_rate,
+        ("model", "head"): head,
         ("model", "img_size"): img_size,
         ("model", "resize_to"): resize,
         ("augment", "rotation"): rotation,
@@ -209,7 +216,8 @@ def train(
         _fail(str(e))
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         _fail(str(e))
-    typer.echo(str(run))
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(str(run))
 
 
 @app.command()
@@ -261,6 +269,10 @@ def predict(
     backend: str = typer.Option("auto", help="auto | torch | onnx (auto: ONNX Runtime on CPU when available)."),
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(2, help="Decoding threads (0 = decode in the main thread)."),
+    faces: bool | None = typer.Option(
+        None, "--faces/--no-faces", help="Face mode: score each face (default: auto for large/non-square images)."
+    ),
+    min_face: int = typer.Option(40, help="Face mode: smallest face box (px) to detect."),
 ) -> None:
     """Score images: verdict and P(fake) per image. Exit code 1 when nothing could be scored."""
     _setup_logging()
@@ -269,23 +281,23 @@ def predict(
 
     try:
         det = Detector.load(model, device=device, backend=backend)
-        preds = det.predict(
-            paths,
-            batch_size=batch_size,
-            workers=workers,
-            threshold=threshold,
-            progress=not as_json and sys.stderr.isatty(),
-        )
+        kw = {"batch_size": batch_size, "workers": workers, "progress": not as_json and sys.stderr.isatty()}
+        if faces is False:
+            preds = det.predict(paths, threshold=threshold, **kw)
+        else:  # face mode, forced or automatic (dfdetect.faces, docs/faces.md)
+            from dfdetect.faces import predict_paths
+
+            preds = predict_paths(det, paths, faces=faces, threshold=threshold, min_face=min_face, **kw)
     except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
         _fail(str(e))
     if csv_path:
         import csv
 
         with open(csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(preds[0].to_dict()) if preds else ["path"])
+            w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for p in preds for k in p.to_dict())) or ["path"])
             w.writeheader()
             for p in preds:
-                w.writerow(p.to_dict())
+                w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in p.to_dict().items()})
     if as_json:
         for p in preds:
             typer.echo(json.dumps(p.to_dict()))
@@ -296,7 +308,8 @@ def predict(
             if p.error:
                 typer.echo(f"{p.path:<{width}}  {'ERROR':<8}{'':>8}  {p.error}")
             else:
-                typer.echo(f"{p.path:<{width}}  {p.label:<8}{p.score:>8.4f}  {p.sha256[:16]}")
+                note = f"  {p.decided_by}" if getattr(p, "decided_by", "") else ""
+                typer.echo(f"{p.path:<{width}}  {p.label:<8}{p.score:>8.4f}  {p.sha256[:16]}{note}")
         n_ok = sum(p.error is None for p in preds)
         n_fake = sum(p.label == "fake" for p in preds)
         typer.echo(

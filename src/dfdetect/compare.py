@@ -166,7 +166,14 @@ def speed_figures(
         from dfdetect.models.factory import create_model
 
         ckpt = load_checkpoint(checkpoint)
-        model = create_model(ckpt["arch"], drop_rate=0.0).eval()
+        try:
+            from dfdetect.models.factory import model_from_checkpoint
+        except ImportError:  # older factory: plain backbones only
+            model = create_model(ckpt["arch"], drop_rate=0.0)
+            model.load_state_dict(ckpt["model"], strict=False)
+        else:
+            model = model_from_checkpoint(ckpt)
+        model.eval()
         size = int(ckpt["data_config"]["input_size"][-1])
         params = sum(p.numel() for p in model.parameters())
         return {

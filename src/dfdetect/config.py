@@ -74,6 +74,8 @@ class ModelConfig:
     """Input size override (pixels); default is the backbone's own data config."""
     resize_to: int | None = None
     """Resize the shorter side to this before cropping; default = img_size (no cropping loss)."""
+    head: str = "linear"
+    """Classifier head: linear (pooling + dense), attention (CBAM), attnpool (attention pooling) or multiscale."""
 
 
 @dataclass
@@ -123,6 +125,8 @@ class TrainConfig:
     """Run folder name (default: model name + time)."""
     evaluate_test: bool = True
     """Evaluate the best checkpoint on the test split when training ends."""
+    bootstrap: int = 1000
+    """Bootstrap resamples for the test metrics' 95% confidence intervals."""
     threshold: str = "0.5"
     """Decision threshold stored in the checkpoint: a number, or 'eer'/'f1' chosen on validation."""
 

@@ -31,12 +31,11 @@ def export_onnx(
 
     from dfdetect import __version__
     from dfdetect.engine.checkpoint import load_checkpoint
-    from dfdetect.models.factory import create_model
+    from dfdetect.models.factory import model_from_checkpoint
 
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = load_checkpoint(checkpoint)
-    model = create_model(ckpt["arch"], drop_rate=0.0)
-    model.load_state_dict(ckpt["model"], strict=False)
+    model = model_from_checkpoint(ckpt)
     model.eval()
     size = int(ckpt["data_config"]["input_size"][-1])
     dummy = torch.randn(2, 3, size, size)

@@ -180,16 +180,17 @@ class Detector:
         from dfdetect.engine.checkpoint import load_checkpoint
         from dfdetect.engine.evaluate import resolve_device
         from dfdetect.export import model_id_for
-        from dfdetect.models.factory import create_model
+        from dfdetect.models.factory import model_from_checkpoint
 
         ckpt = load_checkpoint(path)
-        model = create_model(ckpt["arch"], drop_rate=0.0)
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-        if missing or unexpected:
-            raise ValueError(
-                f"{path}: weights do not fit {ckpt['arch']} (missing {missing[:3]}, extra {unexpected[:3]})"
-            )
+        if ckpt.get("kind") == "ensemble":
+            from dfdetect.models.ensemble import load_ensemble_detector
+
+            return load_ensemble_detector(ckpt, path, resolve_device(device))
+        try:
+            model = model_from_checkpoint(ckpt)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
         meta = {k: ckpt[k] for k in ("epoch", "split_sha256", "threshold_rule", "valid", "temperature") if k in ckpt}
         return cls(
             _TorchBackend(model, resolve_device(device)),

@@ -163,7 +163,7 @@ def evaluate_checkpoint(
     from dfdetect.data.transforms import eval_transform
     from dfdetect.engine.checkpoint import load_checkpoint
     from dfdetect.engine.train import make_loader
-    from dfdetect.models.factory import create_model
+    from dfdetect.models.factory import model_from_checkpoint
 
     checkpoint, data = Path(checkpoint), Path(data)
     ckpt = load_checkpoint(checkpoint)
@@ -184,10 +184,9 @@ def evaluate_checkpoint(
         raise ValueError(f"no images to evaluate in {data} ({source})")
     log.info("evaluating %s on %d images of %s (%s)", checkpoint, len(items), data, source)
     dev = resolve_device(device)
-    model = create_model(ckpt["arch"], drop_rate=0.0)
-    model.load_state_dict(ckpt["model"], strict=False)
+    model = model_from_checkpoint(ckpt)
     model.to(dev)
-    ds = ImageDataset(items, data, eval_transform(ckpt["data_config"]))
+    ds = ImageDataset(items, data, getattr(model, "transform", None) or eval_transform(ckpt["data_config"]))
     res = score_loader(model, make_loader(ds, batch_size, False, workers), dev, True, "evaluate")
     thr = float(ckpt.get("threshold", 0.5) if threshold is None else threshold)
     out = Path(out_dir) if out_dir else checkpoint.parent / f"eval_{data.name}_{split}"

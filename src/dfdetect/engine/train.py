@@ -300,7 +300,12 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
     if ctx.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
 
-    model = create_model(cfg.model.name, weights="none" if state else cfg.model.weights, drop_rate=cfg.model.drop_rate)
+    model = create_model(
+        cfg.model.name,
+        weights="none" if state else cfg.model.weights,
+        drop_rate=cfg.model.drop_rate,
+        head=cfg.model.head,
+    )
     data_config = data_config_for(model, cfg.model.img_size, cfg.model.resize_to)
     if ctx.enabled and cfg.sync_bn and device.type == "cuda":
         from timm.layers import convert_sync_batchnorm
@@ -558,7 +563,7 @@ def _finish(
     if ctx.enabled:
         summary["world_size"] = ctx.world_size
     if cfg.evaluate_test and by_split["test"]:
-        model = create_model(cfg.model.name, drop_rate=cfg.model.drop_rate)
+        model = create_model(cfg.model.name, drop_rate=cfg.model.drop_rate, head=cfg.model.head)
         model.load_state_dict(best["model"])
         model.to(device)
         test_ds = _make_dataset(by_split["test"], cfg, eval_transform(best["data_config"]), best["data_config"])
@@ -587,6 +592,7 @@ def _finish(
                     "arch": cfg.model.name,
                     "skipped_files": [str(test_ds.path(i)) for i in res["bad"]],
                 },
+                n_boot=cfg.bootstrap,
             )
             summary["test"] = {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "eer")}
             summary["test_ci95"] = m["ci95"]

@@ -87,8 +87,19 @@ def create_model(
     weights: str = "none",
     num_classes: int = NUM_CLASSES,
     drop_rate: float = 0.2,
+    head: str = "linear",
 ) -> nn.Module:
-    """Build a detector by name. ``weights``: none | offline | hub | path to a dfdetect checkpoint."""
+    """Build a detector by name. ``weights``: none | offline | hub | path to a dfdetect checkpoint.
+
+    ``head``: linear (timm's pooling + dense) or a head from ``dfdetect.models.heads`` (attention, attnpool,
+    multiscale) on the same backbone; ImageNet weights go into the backbone either way.
+    """
+    if head != "linear":
+        from dfdetect.models.heads import HeadedModel
+
+        if weights not in ("none", "offline", "hub"):
+            return _from_checkpoint_file(name, weights, num_classes, drop_rate, head)
+        return HeadedModel(create_model(name, weights, num_classes, drop_rate), head, num_classes, drop_rate)
     spec = get_spec(name)
     if weights in ("none", "offline"):
         model = _build_timm(spec, num_classes, drop_rate, hub=False)
@@ -103,14 +114,49 @@ def create_model(
         return model
     if weights == "hub":
         return _build_timm(spec, num_classes, drop_rate, hub=True)
+    return _from_checkpoint_file(name, weights, num_classes, drop_rate, head)
+
+
+def head_of(ckpt: dict[str, Any]) -> str:
+    """The head a checkpoint was trained with (``config.model.head``; linear for older checkpoints)."""
+    return str(((ckpt.get("config") or {}).get("model") or {}).get("head") or "linear")
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], drop_rate: float = 0.0) -> nn.Module:
+    """Rebuild a checkpoint's model (arch + head) and load its weights strictly; ensembles included."""
+    if ckpt.get("kind") == "ensemble":
+        from dfdetect.models.ensemble import EnsembleModel
+
+        return EnsembleModel.from_checkpoint(ckpt)
+    model = create_model(ckpt["arch"], drop_rate=drop_rate, head=head_of(ckpt))
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(
+            f"weights do not fit {ckpt['arch']} with head {head_of(ckpt)!r} "
+            f"(missing {missing[:3]}, extra {unexpected[:3]})"
+        )
+    return model
+
+
+def _from_checkpoint_file(name: str, weights: str, num_classes: int, drop_rate: float, head: str) -> nn.Module:
+    """Initial weights from a dfdetect checkpoint: all of them when its head matches, else the backbone's."""
     path = Path(weights)
     if not path.is_file():
         raise WeightsUnavailableError(f"weights must be none, offline, hub or a checkpoint file; {path} not found")
     from dfdetect.engine.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
-    model = _build_timm(spec, num_classes, drop_rate, hub=False)
-    model.load_state_dict(ckpt["model"])
+    model = create_model(name, "none", num_classes, drop_rate, head)
+    if head_of(ckpt) == head:
+        model.load_state_dict(ckpt["model"])
+        return model
+    # Different head: move the backbone tensors over (timm keys <-> "backbone." keys), leave the head new.
+    src = {k.removeprefix("backbone."): v for k, v in ckpt["model"].items()}
+    target = model.backbone if head != "linear" else model
+    own = target.state_dict()
+    target.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
+    log.info("loaded backbone weights from %s (its head %r differs from %r)", path, head_of(ckpt), head)
     return model
 
 
