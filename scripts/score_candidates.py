@@ -54,7 +54,9 @@ def main() -> None:
     rows.sort(key=lambda r: -r["valid_auc"])
     print(f"{'models':<70}{'valid AUC':>10}{'valid acc':>10}{'test AUC':>10}{'test acc':>10}")
     for r in rows:
-        print(f"{r['models']:<70}{r['valid_auc']:>10.4f}{r['valid_acc']:>10.4f}{r['test_auc']:>10.4f}{r['test_acc']:>10.4f}")
+        print(
+            f"{r['models']:<70}{r['valid_auc']:>10.4f}{r['valid_acc']:>10.4f}{r['test_auc']:>10.4f}{r['test_acc']:>10.4f}"
+        )
     (a.out / "candidates.json").write_text(json.dumps(rows, indent=2))
 
 

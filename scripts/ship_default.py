@@ -13,9 +13,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from dfdetect.data.io import open_image
 from dfdetect.engine.checkpoint import load_checkpoint, save_safetensors
 from dfdetect.export import export_onnx
@@ -44,13 +41,11 @@ def main() -> None:
     ckpt["model_id"] = f"dfdetect-default-{a.version}-{ckpt['arch']}-{digest}"
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     lines = a.manifest.read_text().splitlines()
+    rows = [x for x in lines if not x.startswith("#")]
     (WEIGHTS / "split.csv").write_text(
-        "\n".join(["# root: faces140k-subset (../shared/data/faces140k-subset)"] + [x for x in lines if not x.startswith("#")])
-        + "\n"
+        "\n".join(["# root: faces140k-subset (../shared/data/faces140k-subset)"] + rows) + "\n"
     )
-    ckpt["split_sha256"] = hashlib.sha256(
-        "\n".join(x for x in lines if not x.startswith("#")).encode()
-    ).hexdigest()
+    ckpt["split_sha256"] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
     out = save_safetensors(ckpt, WEIGHTS / "default.safetensors", half=True)
     # fp16 storage must not change verdicts: compare against the fp32 checkpoint on real files.
     fp32 = create_model(ckpt["arch"], drop_rate=0.0)
@@ -63,9 +58,14 @@ def main() -> None:
     assert max(diffs) < 1e-3
     res = export_onnx(out, WEIGHTS / "default.onnx")
     print(f"onnx max |logit diff| vs torch: {res['max_abs_diff']:.2e}")
-    print(json.dumps({k: ckpt[k] for k in ("model_id", "threshold", "threshold_rule", "split_sha256", "data_config")}, indent=2))
-    print(f"size: {out.stat().st_size / 2**20:.1f} MB safetensors, {(WEIGHTS / 'default.onnx').stat().st_size / 2**20:.1f} MB onnx")
-    _ = np
+    print(
+        json.dumps(
+            {k: ckpt[k] for k in ("model_id", "threshold", "threshold_rule", "split_sha256", "data_config")}, indent=2
+        )
+    )
+    mb = 2**20
+    onnx_mb = (WEIGHTS / "default.onnx").stat().st_size / mb
+    print(f"size: {out.stat().st_size / mb:.1f} MB safetensors, {onnx_mb:.1f} MB onnx")
 
 
 if __name__ == "__main__":
