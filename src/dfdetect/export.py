@@ -65,6 +65,7 @@ def export_onnx(
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = "dfdetect", json.dumps(meta)
+    onnx.checker.check_model(proto)
     onnx.save(proto, str(out))
     result: dict[str, Any] = {"path": str(out), "metadata": meta}
     if check:
