@@ -188,6 +188,12 @@ def evaluate_checkpoint(
     model.to(dev)
     ds = ImageDataset(items, data, getattr(model, "transform", None) or eval_transform(ckpt["data_config"]))
     res = score_loader(model, make_loader(ds, batch_size, False, workers), dev, True, "evaluate")
+    temperature = float(ckpt.get("temperature", 1.0))
+    if temperature != 1.0:
+        # A calibrated checkpoint's threshold applies to softmax(logits / T); for two classes that is
+        # sigmoid(logit(p) / T), so rescale the T = 1 probabilities exactly as predict does.
+        p = np.clip(res["scores"], 1e-12, 1 - 1e-12)
+        res["scores"] = 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
     thr = float(ckpt.get("threshold", 0.5) if threshold is None else threshold)
     out = Path(out_dir) if out_dir else checkpoint.parent / f"eval_{data.name}_{split}"
     skipped = [str(ds.path(i)) for i in res["bad"]]

@@ -118,7 +118,9 @@ class HeadedModel(nn.Module):
             self._taps = [d["module"] for d in info[-3:-1]]
             for name in self._taps:
                 backbone.get_submodule(name).register_forward_hook(self._hook(name))
-            self.head = MultiScaleHead([d["num_chs"] for d in info[-3:-1]] + [self.num_features], num_classes, drop_rate)
+            self.head = MultiScaleHead(
+                [d["num_chs"] for d in info[-3:-1]] + [self.num_features], num_classes, drop_rate
+            )
 
     def _hook(self, name: str):
         def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
