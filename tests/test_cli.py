@@ -59,6 +59,8 @@ def test_train_cli_small_run(tiny_data, tmp_path):
             "0.5",
             "--threshold",
             "eer",
+            "--bootstrap",
+            "50",
         ],
     )
     assert r.exit_code == 0, r.output
@@ -71,6 +73,8 @@ def test_evaluate_uses_the_runs_test_split(tiny_run, tiny_data, tmp_path):
         app,
         [
             "evaluate",
+            "--bootstrap",
+            "50",
             str(tiny_run / "best.pt"),
             "--data",
             str(tiny_data),
@@ -94,6 +98,8 @@ def test_evaluate_several_folders(tiny_run, tiny_data, tmp_path, clean_copy):
         app,
         [
             "evaluate",
+            "--bootstrap",
+            "50",
             str(tiny_run / "best.pt"),
             "--data",
             str(tiny_data),

@@ -130,6 +130,7 @@ def train(
     ),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm across DDP ranks (CUDA)."),
     seed: int | None = typer.Option(None),
+    bootstrap: int | None = typer.Option(None, help="Bootstrap resamples for the test-split CIs (default 1000)."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Parent folder of run folders (default runs/)."),
     name: str | None = typer.Option(None, help="Run folder name."),
@@ -198,6 +199,7 @@ def train(
         (None, "threshold"): threshold,
         (None, "max_steps_per_epoch"): max_steps,
         (None, "seed"): seed,
+        (None, "bootstrap"): bootstrap,
         (None, "device"): device,
         (None, "out"): str(out) if out else None,
         (None, "name"): name,
@@ -231,6 +233,7 @@ def evaluate(
     device: str = typer.Option("auto"),
     batch_size: int = typer.Option(64),
     workers: int = typer.Option(2),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% confidence intervals."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate a checkpoint: paper metrics + AUC/AP/EER with 95% CIs, confusion matrix, ROC, misclassifications."""
@@ -242,7 +245,9 @@ def evaluate(
     for d in data:
         sub = (out / d.name if len(data) > 1 else out) if out else None
         try:
-            m = evaluate_checkpoint(checkpoint, d, sub, split, manifest, threshold, device, batch_size, workers)
+            m = evaluate_checkpoint(
+                checkpoint, d, sub, split, manifest, threshold, device, batch_size, workers, n_boot=bootstrap
+            )
         except (CheckpointError, FileNotFoundError, ValueError) as e:
             _fail(str(e))
         results[str(d)] = m
