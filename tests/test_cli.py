@@ -15,8 +15,18 @@ runner = CliRunner()
 
 def test_help_is_fast_and_lists_verbs():
     out = subprocess.run([sys.executable, "-m", "dfdetect", "--help"], capture_output=True, text=True, check=True)
-    for verb in ("train", "evaluate", "predict", "export", "models", "explain", "analyze", "report", "serve",
-                 "benchmark"):
+    for verb in (
+        "train",
+        "evaluate",
+        "predict",
+        "export",
+        "models",
+        "explain",
+        "analyze",
+        "report",
+        "serve",
+        "benchmark",
+    ):
         assert verb in out.stdout
 
 

@@ -248,19 +248,9 @@ def format_model_result(r: dict[str, Any]) -> str:
 def _int8_items(checkpoint: Path, data: Path, manifest: str | Path | None, split: str) -> tuple[list, str]:
     """Which images to score: a manifest's split, else the data's given split, else the checkpoint's run split
     (when made from this folder), else every image. Same rules as ``evaluate_checkpoint``."""
-    from dfdetect.data.datasets import read_manifest, scan
+    from dfdetect.data.datasets import select_items
 
-    if manifest:
-        return [it for it in read_manifest(manifest) if it.split == split], f"split {split!r} of {manifest}"
-    items, has_splits = scan(data)
-    if has_splits:
-        return [it for it in items if it.split == split], f"given split {split!r}"
-    run_manifest = checkpoint.parent / "split.csv"
-    if run_manifest.is_file():
-        first = run_manifest.read_text().split("\n", 1)[0]
-        if first.startswith("# root: ") and Path(first[8:]).resolve() == data.resolve():
-            return [it for it in read_manifest(run_manifest) if it.split == split], f"run split {split!r}"
-    return items, "all images"
+    return select_items(data, split, manifest, checkpoint)
 
 
 def benchmark_int8(

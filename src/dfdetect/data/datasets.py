@@ -221,3 +221,31 @@ def resolve_items(
     if has_splits:
         return items
     return stratified_split(items, val_fraction, test_fraction, seed)
+
+
+def manifest_root(path: str | Path) -> Path | None:
+    """The data root recorded in a manifest's first line (``# root: PATH``), if it names a path."""
+    first = Path(path).read_text().split("\n", 1)[0]
+    return Path(first[len("# root: ") :]).resolve() if first.startswith("# root: ") else None
+
+
+def select_items(
+    data: str | Path, split: str = "test", manifest: str | Path | None = None, model: str | Path | None = None
+) -> tuple[list[Item], str]:
+    """Which images a model is scored on (evaluate, robustness, int8), and a phrase saying why.
+
+    The ``split`` rows of ``manifest`` if given; else the data's own split (140k layout); else, when the model
+    sits in a run folder whose split.csv was made from this same folder, that run's ``split`` rows (so a model
+    is never scored on its own training images); else every image.
+    """
+    data = Path(data)
+    if manifest:
+        return [it for it in read_manifest(manifest) if it.split == split], f"split {split!r} of {manifest}"
+    items, has_splits = scan(data)
+    if has_splits:
+        return [it for it in items if it.split == split], f"given split {split!r}"
+    run_manifest = Path(model).parent / "split.csv" if model else None
+    if run_manifest is not None and run_manifest.is_file() and manifest_root(run_manifest) == data.resolve():
+        rows = [it for it in read_manifest(run_manifest) if it.split == split]
+        return rows, f"split {split!r} of the training run's manifest {run_manifest}"
+    return items, "all images"

@@ -159,7 +159,7 @@ def evaluate_checkpoint(
     else, when the checkpoint sits in a run folder whose split.csv was made from this same folder, that
     run's ``split`` rows (so a model is never scored on its own training images); else every image.
     """
-    from dfdetect.data.datasets import ImageDataset, read_manifest, scan
+    from dfdetect.data.datasets import ImageDataset, select_items
     from dfdetect.data.transforms import eval_transform
     from dfdetect.engine.checkpoint import load_checkpoint
     from dfdetect.engine.train import make_loader
@@ -167,19 +167,7 @@ def evaluate_checkpoint(
 
     checkpoint, data = Path(checkpoint), Path(data)
     ckpt = load_checkpoint(checkpoint)
-    run_manifest = checkpoint.parent / "split.csv"
-    source = "all images"
-    if manifest:
-        items = [it for it in read_manifest(manifest) if it.split == split]
-        source = f"split {split!r} of {manifest}"
-    else:
-        items, has_splits = scan(data)
-        if has_splits:
-            items = [it for it in items if it.split == split]
-            source = f"given split {split!r}"
-        elif run_manifest.is_file() and _manifest_root(run_manifest) == data.resolve():
-            items = [it for it in read_manifest(run_manifest) if it.split == split]
-            source = f"split {split!r} of the training run's manifest {run_manifest}"
+    items, source = select_items(data, split, manifest, checkpoint)
     if not items:
         raise ValueError(f"no images to evaluate in {data} ({source})")
     log.info("evaluating %s on %d images of %s (%s)", checkpoint, len(items), data, source)
@@ -216,8 +204,3 @@ def evaluate_checkpoint(
     )
     m["out_dir"] = str(out)
     return m
-
-
-def _manifest_root(path: Path) -> Path | None:
-    first = path.read_text().split("\n", 1)[0]
-    return Path(first[len("# root: ") :]).resolve() if first.startswith("# root: ") else None

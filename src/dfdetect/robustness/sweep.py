@@ -49,28 +49,14 @@ PLOT_METRICS = (
 )
 
 
-def _manifest_root(path: Path) -> Path | None:
-    first = path.read_text().split("\n", 1)[0]
-    return Path(first[len("# root: ") :]).resolve() if first.startswith("# root: ") else None
-
-
 def select_items(
     model: str | Path, data: str | Path, split: str = "test", manifest: str | Path | None = None
 ) -> tuple[list[Any], str]:
     """Which images to sweep, by the same rule as ``evaluate``: the manifest's split; else the data's own split;
     else the split of the run's split.csv beside the model (when made from this folder); else every image."""
-    from dfdetect.data.datasets import read_manifest, scan
+    from dfdetect.data.datasets import select_items as _select
 
-    data, model = Path(data), Path(model)
-    if manifest:
-        return [it for it in read_manifest(manifest) if it.split == split], f"split {split!r} of {manifest}"
-    items, has_splits = scan(data)
-    if has_splits:
-        return [it for it in items if it.split == split], f"given split {split!r}"
-    run_manifest = model.parent / "split.csv"
-    if run_manifest.is_file() and _manifest_root(run_manifest) == data.resolve():
-        return [it for it in read_manifest(run_manifest) if it.split == split], f"split {split!r} of {run_manifest}"
-    return items, "all images"
+    return _select(data, split, manifest, model)
 
 
 def condition_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, float]:
