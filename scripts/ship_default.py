@@ -43,7 +43,7 @@ def main() -> None:
     lines = a.manifest.read_text().splitlines()
     rows = [x for x in lines if not x.startswith("#")]
     (WEIGHTS / "split.csv").write_text(
-        "\n".join(["# root: faces140k-subset (../shared/data/faces140k-subset)"] + rows) + "\n"
+        "\n".join([f"# root: {a.data}"] + rows) + "\n"  # relative to the repo root, where the README runs
     )
     ckpt["split_sha256"] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
     out = save_safetensors(ckpt, WEIGHTS / "default.safetensors", half=True)
