@@ -188,3 +188,6 @@ def test_ensemble_cli_then_evaluate_and_predict(members, tiny_data, tmp_path):
     r = runner.invoke(app, ["predict", str(_files(tiny_data)[0]), "--model", str(out), "--json", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert '"score"' in r.output
+    # One ONNX graph cannot hold members with different preprocessing: export refuses, naming the fix.
+    r = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "ens.onnx")])
+    assert r.exit_code == 2 and "ensemble" in r.output and not (tmp_path / "ens.onnx").exists()

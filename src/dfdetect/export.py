@@ -35,6 +35,12 @@ def export_onnx(
 
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = load_checkpoint(checkpoint)
+    if ckpt.get("kind") == "ensemble":
+        # Members have different input sizes and preprocessing: one ONNX graph with one input cannot hold them.
+        raise RuntimeError(
+            f"{checkpoint} is an ensemble; export each member checkpoint instead (its members: "
+            f"{', '.join(str(m.get('path', m.get('arch', '?'))) for m in ckpt.get('members', []))})"
+        )
     model = model_from_checkpoint(ckpt)
     model.eval()
     size = int(ckpt["data_config"]["input_size"][-1])
