@@ -167,6 +167,33 @@ def test_sweep_condition_filter_and_errors(tiny_run, tiny_data, tmp_path):
     assert r.exit_code == 2 and "unknown condition" in r.output
 
 
+def test_sweep_compares_several_models_side_by_side(tiny_run, tiny_data, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(tiny_run / "best.pt", other / "best.pt")
+    shutil.copy(tiny_run / "split.csv", other / "split.csv")
+    out = tmp_path / "cmp"
+    args = ["robustness", str(tiny_run / "best.pt"), str(other / "best.pt"), "--data", str(tiny_data)]
+    r = runner.invoke(app, [*args, "-o", str(out), "-c", "jpeg_q50,blur_1", "--batch-size", "8"])
+    assert r.exit_code == 0, r.output
+    with open(out / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["model"] for row in rows} == {tiny_run.name, "other"}
+    assert [row["condition"] for row in rows if row["model"] == "other"] == ["none", "jpeg_q50", "blur_1"]
+    # each model's own sweep is kept, and the side-by-side table repeats its numbers
+    for name in (tiny_run.name, "other"):
+        with open(out / name / "robustness.csv") as f:
+            own = {row["condition"]: row["roc_auc"] for row in csv.DictReader(f)}
+        assert own == {row["condition"]: row["roc_auc"] for row in rows if row["model"] == name}
+    # the same weights under two names score identically
+    a = [row["accuracy"] for row in rows if row["model"] == "other"]
+    assert a == [row["accuracy"] for row in rows if row["model"] == tiny_run.name]
+    assert (out / "compare_roc_auc.png").stat().st_size > 1000
+    assert "AUC other" in (out / "compare.md").read_text()
+
+
 # ---- audit -----------------------------------------------------------------------------------------------
 
 

@@ -21,7 +21,9 @@ def _fail(msg: str) -> None:
 
 
 def robustness_cmd(
-    model: Path = typer.Argument(..., help="Checkpoint (.pt), shipped .safetensors or exported .onnx."),
+    models: list[Path] = typer.Argument(
+        ..., help="Checkpoint(s) (.pt), shipped .safetensors or exported .onnx; several are compared side by side."
+    ),
     data: Path = typer.Option(..., "--data", "-d", help="Data folder: ROOT/{real,fake} or the 140k layout."),
     split: str = typer.Option("test", help="Which split to perturb when the data, manifest or run has splits."),
     manifest: Path | None = typer.Option(None, help="Split manifest (CSV) to take the split from."),
@@ -37,35 +39,45 @@ def robustness_cmd(
     workers: int = typer.Option(2, help="Threads for decoding and perturbing."),
     seed: int = typer.Option(0, help="Base seed for the noise conditions."),
 ) -> None:
-    """Perturbation sweep: JPEG, resizing, blur, noise, crop and a format control; metrics per condition."""
+    """Perturbation sweep: JPEG, resizing, blur, noise, crop and a format control; metrics per condition.
+
+    With several models, each gets its own sub-folder and compare.md/csv/png put them side by side."""
     _setup_logging()
     from dfdetect.data.datasets import DataLayoutError
     from dfdetect.engine.checkpoint import CheckpointError
     from dfdetect.robustness.perturb import select_conditions
-    from dfdetect.robustness.sweep import format_table, run_sweep
+    from dfdetect.robustness.sweep import format_compare_table, format_table, model_labels, run_sweep, write_compare
 
-    target = out or model.parent / f"robustness_{data.name}_{split}"
+    target = out or models[0].parent / f"robustness_{data.name}_{split}"
+    labels = model_labels(models)
+    results, metas = {}, {}
     try:
         conds = select_conditions(conditions)
-        res = run_sweep(
-            model,
-            data,
-            target,
-            split=split,
-            manifest=manifest,
-            conditions=conds,
-            limit_per_class=limit_per_class,
-            threshold=threshold,
-            device=device,
-            backend=backend,
-            batch_size=batch_size,
-            workers=workers,
-            seed=seed,
-            progress=sys.stderr.isatty(),
-        )
+        for model, label in zip(models, labels):
+            res = run_sweep(
+                model,
+                data,
+                target if len(models) == 1 else target / label,
+                split=split,
+                manifest=manifest,
+                conditions=conds,
+                limit_per_class=limit_per_class,
+                threshold=threshold,
+                device=device,
+                backend=backend,
+                batch_size=batch_size,
+                workers=workers,
+                seed=seed,
+                progress=sys.stderr.isatty(),
+            )
+            results[label], metas[label] = res["rows"], res["meta"]
     except (CheckpointError, DataLayoutError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    typer.echo(format_table(res["rows"]))
+    if len(models) == 1:
+        typer.echo(format_table(results[labels[0]]))
+    else:
+        write_compare(results, target, metas)
+        typer.echo(format_compare_table(results))
     typer.echo(f"-> {target}")
 
 

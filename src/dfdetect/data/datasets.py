@@ -179,7 +179,7 @@ class ImageDataset(Dataset):
 
     def _decode_array(self, index: int) -> np.ndarray | None:
         img = self._decode(index)
-        return None if img is None else np.asarray(img)
+        return None if img is None else np.array(img)  # writable: torchvision warns on read-only arrays
 
     def preload(self, threads: int = 8) -> None:
         """Decode everything once into memory (uint8): later epochs skip JPEG decoding entirely."""

@@ -286,3 +286,98 @@ def plot_family(rows: Sequence[dict[str, Any]], family: str, path: str | Path) -
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def model_labels(models: Sequence[str | Path]) -> list[str]:
+    """Short unique names for models: a run's folder name for ``best.pt``/``last.pt``, else the file stem."""
+    labels: list[str] = []
+    for m in models:
+        p = Path(m)
+        base = p.parent.name if p.stem in ("best", "last") and p.parent.name else p.stem
+        name, k = base, 2
+        while name in labels:
+            name, k = f"{base}_{k}", k + 1
+        labels.append(name)
+    return labels
+
+
+def format_compare_table(results: dict[str, Sequence[dict[str, Any]]]) -> str:
+    """One row per condition, ROC-AUC / accuracy / FPR on reals / FNR on fakes side by side for each model."""
+    names = list(results)
+    by_model = {n: {r["condition"]: r for r in rows} for n, rows in results.items()}
+    conds = list(dict.fromkeys(r["condition"] for rows in results.values() for r in rows))
+    cols = [(n, m) for m in ("roc_auc", "accuracy", "fpr_real", "fnr_fake") for n in names]
+    short = {"roc_auc": "AUC", "accuracy": "acc", "fpr_real": "FPR real", "fnr_fake": "FNR fake"}
+    head = "| condition | " + " | ".join(f"{short[m]} {n}" for n, m in cols) + " |\n"
+    head += "|---|" + "---:|" * len(cols) + "\n"
+    lines = []
+    for c in conds:
+        cells = []
+        for n, m in cols:
+            r = by_model[n].get(c)
+            cells.append(_fmt(r[m]) if r else "")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def write_compare(results: dict[str, Sequence[dict[str, Any]]], out_dir: str | Path, metas: dict[str, Any]) -> dict:
+    """compare.md, compare.csv and compare_<metric>.png (one panel per family, one line per model)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "compare.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["model", *COLUMNS], extrasaction="ignore")
+        w.writeheader()
+        for name, rows in results.items():
+            for r in rows:
+                w.writerow({"model": name, **{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()}})
+    md = ["# Robustness sweep: models side by side", ""]
+    for name, meta in metas.items():
+        md.append(
+            f"- `{name}`: `{meta['model']}` ({meta['model_id']}), threshold {meta['threshold']:.4f}, "
+            f"{meta['n_images']} images of `{meta['data']}` ({meta['images']})"
+        )
+    md += ["", format_compare_table(results)]
+    (out / "compare.md").write_text("\n".join(md))
+    files = {"csv": str(out / "compare.csv"), "md": str(out / "compare.md")}
+    for key, label in (("roc_auc", "ROC-AUC"), ("accuracy", "accuracy")):
+        files[f"plot_{key}"] = str(plot_compare(results, key, label, out / f"compare_{key}.png"))
+    return files
+
+
+def plot_compare(results: dict[str, Sequence[dict[str, Any]]], key: str, label: str, path: str | Path) -> Path:
+    """One panel per perturbation family: ``key`` vs strength, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fams = [f for f in dict.fromkeys(r["family"] for rows in results.values() for r in rows) if f != "none"]
+    ncol = min(3, max(1, len(fams)))
+    nrow = max(1, math.ceil(len(fams) / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.3 * nrow), squeeze=False)
+    for ax, fam in zip(axes.flat, fams):
+        spec = FAMILIES.get(fam, {"xlabel": "strength", "baseline": 0.0, "reverse": False})
+        categorical = fam == "format"
+        for name, rows in results.items():
+            base = [{**r, "strength": float(spec["baseline"])} for r in rows if r["condition"] == "none"]
+            pts = sorted(base + [r for r in rows if r["family"] == fam], key=lambda r: r["strength"])
+            if spec["reverse"]:
+                pts.reverse()
+            xs = list(range(len(pts))) if categorical else [r["strength"] for r in pts]
+            ax.plot(xs, [r[key] for r in pts], marker="o", label=name)
+            if categorical:
+                ax.set_xticks(xs, [r["condition"].replace("format_", "") for r in pts])
+        if spec["reverse"] and not categorical:
+            ax.invert_xaxis()
+        ax.set_title(fam)
+        ax.set_xlabel(str(spec["xlabel"]))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(fams) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# With/without JPEG+blur augmentation, everything else equal: two short fine-tunes of the shipped detector
+# (same weights, split, seed, steps and learning rate; only the augmentation config differs), then the
+# robustness sweep on the test split for both and one side-by-side table. CPU-sized (about 30-40 min on
+# 2 cores); raise STEPS/EPOCHS on a GPU.
+#   DATA=../shared/data/faces140k-subset OUTDIR=runs/aug_pair scripts/robustness_aug_pair.sh
+set -eu
+DATA=${DATA:-../shared/data/faces140k-subset}
+OUTDIR=${OUTDIR:-runs/aug_pair}
+EPOCHS=${EPOCHS:-2}
+STEPS=${STEPS:-40}
+PY=${PY:-python}
+mkdir -p "$OUTDIR"
+common="--data $DATA --manifest src/dfdetect/weights/split.csv --model efficientnet_lite0
+        --weights src/dfdetect/weights/default.safetensors --img-size 320 --resize 320
+        --warmup-epochs 0 --epochs $EPOCHS --max-steps $STEPS --lr 1e-4 --scheduler cosine
+        --label-smoothing 0.1 --batch-size 16 --early-stopping 0 --threshold eer --bootstrap 200
+        --workers 1 --cache --seed 0 --out $OUTDIR"
+for variant in none jpeg_blur; do
+  if [ ! -f "$OUTDIR/$variant/best.pt" ]; then
+    echo "dfdetect train $common -c scripts/configs/augment_$variant.yaml --name $variant" | tr -s ' \n' ' ' \
+      > "$OUTDIR/$variant.cmd"
+    $PY -m dfdetect train $common -c "scripts/configs/augment_$variant.yaml" --name "$variant" \
+      > "$OUTDIR/$variant.log" 2>&1
+  fi
+done
+$PY -m dfdetect robustness "$OUTDIR/none/best.pt" "$OUTDIR/jpeg_blur/best.pt" --data "$DATA" \
+  --manifest src/dfdetect/weights/split.csv --split test --out "$OUTDIR/robustness" \
+  2>&1 | tee "$OUTDIR/robustness.log"
