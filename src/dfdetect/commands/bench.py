@@ -20,8 +20,12 @@ def benchmark_cmd(
     min_seconds: float = typer.Option(2.0, help="Time each setting at least this long."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     int8_data: Path = typer.Option(
-        None, help="Also time ONNX Runtime dynamic int8 and report its accuracy change on this data (checkpoint only)."
+        None, help="Also time ONNX Runtime int8 and report its accuracy change on this data (checkpoint only)."
     ),
+    int8_mode: str = typer.Option(
+        "dynamic", help="dynamic | static (QDQ, activation ranges calibrated on the data's train split)."
+    ),
+    manifest: Path = typer.Option(None, help="With --int8-data: split manifest (default: the model's own split)."),
 ) -> None:
     """Measure speed: torch eager vs ONNX Runtime side by side, batch-1 latency p50/p95, throughput."""
     import logging
@@ -42,7 +46,11 @@ def benchmark_cmd(
 
         if not (model and Path(model).is_file()):
             raise typer.BadParameter("--int8-data needs a trained checkpoint as MODEL (accuracy is measured)")
-        out["int8"] = benchmark_int8(model, int8_data, threads=threads, min_seconds=min_seconds)
+        if int8_mode not in ("dynamic", "static"):
+            raise typer.BadParameter(f"--int8-mode must be dynamic or static, not {int8_mode!r}")
+        out["int8"] = benchmark_int8(
+            model, int8_data, manifest=manifest, threads=threads, min_seconds=min_seconds, mode=int8_mode
+        )
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return

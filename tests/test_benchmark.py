@@ -1,0 +1,27 @@
+"""Static int8 quantization in `dfdetect benchmark --int8-mode static` (tiny model; speed is not asserted)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_static_int8_calibrates_on_train_and_tracks_fp32(tiny_run, tiny_data):
+    from dfdetect.benchmark import benchmark_int8, format_int8_result
+
+    r = benchmark_int8(tiny_run / "best.pt", tiny_data, mode="static", iters=2, min_seconds=0.05, warmup=1)
+    assert "quantize_static" in r["quantization"] and "train images" in r["quantization"]
+    assert r["int8"]["file_mb"] < r["fp32"]["file_mb"]
+    # quantization error, not a different model: P(fake) moves by little on the scored (test) images
+    assert r["max_score_change"] < 0.15, r["max_score_change"]
+    assert "int8 - fp32" in format_int8_result(r)
+
+
+def test_static_int8_needs_a_train_split(tiny_run, tiny_data, tmp_path):
+    from dfdetect.benchmark import benchmark_int8
+
+    loose = tmp_path / "best.pt"  # a checkpoint away from its run folder: no split.csv beside it
+    loose.write_bytes((tiny_run / "best.pt").read_bytes())
+    with pytest.raises(ValueError, match="train split"):
+        benchmark_int8(loose, tiny_data, mode="static", iters=1, min_seconds=0.01)
+    with pytest.raises(ValueError, match="dynamic or static"):
+        benchmark_int8(tiny_run / "best.pt", tiny_data, mode="fp8", iters=1, min_seconds=0.01)
