@@ -252,3 +252,34 @@ def test_inception_resnet_v2_at_299(odd_image):
     det = Detector(_TorchBackend(model, "cpu"), cfg, 0.5, "test", "inception_resnet_v2")
     img = odd_image.resize((320, 240))
     _check_maps(det.explain(img), 320, 240)
+
+
+def _group_photo(path) -> None:
+    """Two training crops pasted at 280 px into a 1280x640 noise canvas (saved as JPEG at ``path``)."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    img = Image.fromarray(np.random.default_rng(1).normal(128, 20, (640, 1280, 3)).clip(0, 255).astype(np.uint8))
+    for name, at in (("fake/0H9IEK046U.jpg", (120, 150)), ("real/00712.jpg", (800, 200))):
+        img.paste(Image.open(examples / name).convert("RGB").resize((280, 280), Image.Resampling.LANCZOS), at)
+    img.save(path, quality=92)
+
+
+def test_cli_face_mode_one_panel_per_face_and_overview(tiny_run, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("OpenCV without Haar cascades")
+    _group_photo(tmp_path / "group.jpg")
+    out = tmp_path / "out"
+    args = ["explain", str(tmp_path / "group.jpg"), "--out", str(out), "--model", str(tiny_run / "best.pt")]
+    r = runner.invoke(app, [*args, "--methods", "gradcam"])  # auto: 1280x640 is not square
+    assert r.exit_code == 0, r.output
+    names = {p.name for p in out.iterdir()}
+    assert {"group_faces.png", "group_face1_panel.png", "group_face2_panel.png"} <= names, names
+    assert "group_face3_panel.png" not in names and "group_face0_panel.png" not in names
+    assert "group_panel.png" not in names
+    assert "decided by max of 2 face(s)" in r.output and "<- decides" in r.output
+    assert Image.open(out / "group_faces.png").size == (1280, 640)
+    out2 = tmp_path / "out2"
+    r = runner.invoke(app, [*args[:3], str(out2), *args[4:], "--methods", "gradcam", "--no-faces"])
+    assert r.exit_code == 0 and (out2 / "group_panel.png").is_file() and not (out2 / "group_faces.png").exists()

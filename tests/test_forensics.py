@@ -238,3 +238,29 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert shot.is_file() and shot.stat().st_size > 20_000
     a = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert a.shape == (2000, 1200) and a.std() > 20  # text and pictures, not a blank page
+
+
+def test_report_face_mode_table(tiny_run, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("OpenCV without Haar cascades")
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    img = Image.fromarray(np.random.default_rng(1).normal(128, 20, (640, 1280, 3)).clip(0, 255).astype(np.uint8))
+    for name, at in (("fake/0H9IEK046U.jpg", (120, 150)), ("real/00712.jpg", (800, 200))):
+        img.paste(Image.open(examples / name).convert("RGB").resize((280, 280), Image.Resampling.LANCZOS), at)
+    img.save(tmp_path / "group.jpg", quality=92)
+    out = tmp_path / "r"
+    args = [str(tmp_path / "group.jpg"), "--out", str(out), "--model", str(tiny_run / "best.pt"), "--no-cam"]
+    r = runner.invoke(app, ["report", *args])  # auto: not square
+    assert r.exit_code == 0, r.output
+    assert "face mode: max of 2 face(s)" in r.output
+    html = next(p for p in out.glob("group-*.html")).read_text()
+    assert "<h2>Faces</h2>" in html and "<table class='faces'>" in html
+    table = html.split("<table class='faces'>")[1].split("</table>")[0]
+    assert table.count("<tr>") == 3  # header + one row per face
+    assert table.count("most suspicious") == 1 and "Decided by: max of 2 face(s)" in html
+    assert html.count("data:image/png;base64,") >= 5  # image, face overview, ELA, noise, spectrum
+    assert not re.search(r"""(src|href)\s*=\s*['"]?\s*(https?:)?//""", html) and "<script" not in html
+    assert "2 (max decides)" in (out / "index.html").read_text()
+    r = runner.invoke(app, ["report", *args, "--no-faces"])
+    assert r.exit_code == 0 and "<h2>Faces</h2>" not in next(out.glob("group-*.html")).read_text()

@@ -471,6 +471,28 @@ def test_browser_upload_shows_verdict(model_path, tmp_path, tiny_data):
         driver.find_element(By.ID, "tab-history").click()
         wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#history tbody"), image.name))
         driver.find_element(By.ID, "tab-scan").click()
+        if importlib.util.find_spec("cv2") is not None:  # face mode: boxes drawn on the upload, in the box colours
+            import httpx
+
+            data, _ = _group_jpeg()
+            (tmp_path / "group.jpg").write_bytes(data)
+            api = httpx.post(f"http://127.0.0.1:{port}/predict", files=[("files", ("group.jpg", data, "image/jpeg"))])
+            faces = api.json()["predictions"][0]["faces"]
+            driver.find_element(By.ID, "file-input").send_keys(str(tmp_path / "group.jpg"))
+            canvas = wait.until(
+                lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, ".faces-view") if c.is_displayed()), False)
+            )
+            card = canvas.find_element(By.XPATH, "./ancestor::article")
+            assert "decided by max of 2 face(s)" in card.text
+            js = (
+                "const c = arguments[0], k = c.width / arguments[1], ctx = c.getContext('2d');"
+                "return arguments[2].map(b => Array.from(ctx.getImageData("
+                "Math.floor((b[0] + b[2] / 2) * k), Math.floor(b[1] * k), 1, 1).data.slice(0, 3)));"
+            )
+            pixels = driver.execute_script(js, canvas, 1280, [f["box"] for f in faces])
+            for f, px in zip(faces, pixels):  # the top edge of each box in its verdict colour
+                want = (198, 40, 40) if f["label"] == "fake" else (46, 125, 50)
+                assert max(abs(a - b) for a, b in zip(px, want)) < 40, (f, px)
         assert driver.save_screenshot(str(tmp_path / "serve-page.png"))
         assert (tmp_path / "serve-page.png").stat().st_size > 1000
     finally:
@@ -478,3 +500,99 @@ def test_browser_upload_shows_verdict(model_path, tmp_path, tiny_data):
             driver.quit()
         server.should_exit = True
         thread.join(10)
+
+
+# ---- face mode ------------------------------------------------------------------------------------
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _group_jpeg() -> tuple[bytes, list[tuple[int, int, int, int]]]:
+    """Two training crops pasted at 280 px into a 1280x640 noise canvas; (JPEG bytes, pasted squares l, t, r, b)."""
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.normal(128, 20, (640, 1280, 3)).clip(0, 255).astype(np.uint8))
+    places = []
+    for name, at in (("fake/0H9IEK046U.jpg", (120, 150)), ("real/00712.jpg", (800, 200))):
+        img.paste(Image.open(EXAMPLES / name).convert("RGB").resize((280, 280), Image.Resampling.LANCZOS), at)
+        places.append((at[0], at[1], at[0] + 280, at[1] + 280))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=92)
+    return buf.getvalue(), places
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_predict_face_mode_rows_boxes_and_history(client):
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("OpenCV without Haar cascades")
+    data, places = _group_jpeg()
+    r = client.post("/predict", files=[("files", ("group.jpg", data, "image/jpeg"))], data={"case_id": "faces"})
+    assert r.status_code == 200, r.text
+    (p,) = r.json()["predictions"]  # auto: 1280x640 is not square
+    assert p["mode"] == "faces" and p["decision_rule"] == "max" and "max of 2" in p["decided_by"]
+    assert len(p["faces"]) == 2
+    for place in places:
+        assert max(_iou(f["crop"], place) for f in p["faces"]) > 0.5, (place, p["faces"])
+    assert p["score"] == max(f["score"] for f in p["faces"])
+    assert p["label"] == ("fake" if p["score"] >= p["threshold"] else "real")
+    for f in p["faces"]:
+        assert set(f) == {"box", "crop", "score", "label", "aligned", "roll", "warnings"}
+    scan = client.get(f"/scans/{r.json()['scan_ids'][0]}").json()
+    assert scan["mode"] == "faces" and scan["score"] == p["score"]
+    assert [f["box"] for f in scan["faces"]] == [f["box"] for f in p["faces"]]
+    off = client.post("/predict", files=[("files", ("group.jpg", data, "image/jpeg"))], data={"faces": "off"})
+    assert off.status_code == 200 and "faces" not in off.json()["predictions"][0]
+    bad = client.post("/predict", files=[("files", ("group.jpg", data, "image/jpeg"))], data={"faces": "maybe"})
+    assert bad.status_code == 422
+    spec = client.get("/openapi.json").json()
+    assert "FaceOut" in spec["components"]["schemas"]
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert body["properties"]["faces"]["enum"] == ["auto", "on", "off"]
+
+
+def test_explain_face_mode(client):
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("OpenCV without Haar cascades")
+    data, _ = _group_jpeg()
+    form = {"faces": "on", "threshold": "0", "record": "false"}
+    r = client.post("/explain", files=[("file", ("group.jpg", data, "image/jpeg"))], data=form)
+    if r.status_code == 501:
+        pytest.skip(r.json()["detail"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["mode"] == "faces" and len(body["faces"]) == 2 and body["scan_id"] is None
+    assert body["score"] == max(f["score"] for f in body["faces"])
+    assert body["threshold"] == 0.0 and all(f["label"] == "fake" for f in body["faces"])  # the override applies
+    spec = client.get("/openapi.json").json()
+    schema = spec["paths"]["/explain"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert "faces" in schema["properties"]
+    for key in ("overlay_png", "panel_png", "overview_png"):
+        assert Image.open(io.BytesIO(base64.b64decode(body[key]))).size[0] > 0
+
+
+def test_old_database_opens_with_face_columns(tmp_path):
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    from dfdetect.serve.db import _v2
+
+    _v1(conn)
+    _v2(conn)
+    conn.execute("INSERT INTO schema_version VALUES (2)")
+    conn.execute(
+        "INSERT INTO scans (created_at, sha256, file_name, size_bytes, model_id, dfdetect_version, score, label, "
+        "threshold) VALUES ('2024-01-01T00:00:00+00:00', ?, 'b.jpg', 10, 'm', '0.0', 0.1, 'real', 0.5)",
+        ("b" * 64,),
+    )
+    conn.commit()
+    conn.close()
+    with ScanDB(path) as db:
+        assert db.version == SCHEMA_VERSION >= 3
+        (rec,), _ = db.query()
+        assert rec.file_name == "b.jpg" and rec.mode is None and rec.faces_json is None

@@ -575,3 +575,65 @@ def format_sanity(res: dict[str, Any]) -> str:
             f"{TITLES[m]}: Spearman {s['spearman']:+.3f}, Pearson {s['pearson']:+.3f}, SSIM {s['ssim']:.3f}{flag}"
         )
     return "sanity (trained vs random weights; lower = the map depends on what was learned): " + "; ".join(parts)
+
+
+# ---- face mode -----------------------------------------------------------------------------------------
+@dataclass
+class FaceExplanation:
+    """Face mode: one ``Explanation`` per detected face crop, plus the face-mode result (boxes, scores, the
+    deciding face) and an overview of the whole photo. With no face found, ``explanations`` holds one
+    explanation of the whole image and ``result.faces`` is empty (a warning says so)."""
+
+    result: Any
+    """The ``dfdetect.faces.FaceResult`` (per-face boxes and scores; the most suspicious face decides)."""
+    explanations: list[Explanation]
+    crops: list[Image.Image]
+    """The training-framed crops that were explained (the whole image when no face was found)."""
+    overview: Image.Image
+
+    def save(self, out_dir: str | Path, stem: str, panel: bool = True) -> list[Path]:
+        """``<stem>_faces.png`` (overview) and, per face i (1-based, as in ``decided_by`` and on the overview),
+        ``<stem>_face<i>_<method>.png``, ``<stem>_face<i>_maps.npz`` and ``<stem>_face<i>_panel.png``; the
+        whole-image names when no face was found."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        p = out / f"{stem}_faces.png"
+        self.overview.save(p)
+        written = [p]
+        if not self.result.faces:
+            return written + self.explanations[0].save(out, stem, self.crops[0], panel=panel)
+        for i, (exp, crop) in enumerate(zip(self.explanations, self.crops), 1):
+            written += exp.save(out, f"{stem}_face{i}", crop, panel=panel)
+        return written
+
+    def summary(self) -> str:
+        r = self.result
+        lines = [f"{r.label}  P(fake)={r.score:.4f}  (face mode; decided by {r.decided_by})"]
+        for i, f in enumerate(r.faces):
+            mark = "  <- decides" if i == r.decided else ""
+            lines.append(f"  face {i + 1}  box {list(f.box)}  P(fake)={f.score:.4f}  aligned={f.aligned}{mark}")
+        lines += [f"  warning: {w}" for w in r.warnings]
+        return "\n".join(lines)
+
+
+def explain_faces(
+    detector: Any,
+    img: Image.Image | str | Path | bytes,
+    methods: str | Sequence[str] = METHODS,
+    smoothgrad_samples: int = 0,
+    top_k: int = 9,
+    seed: int = 0,
+    min_face: int = 40,
+    align: bool = True,
+) -> FaceExplanation:
+    """Face mode of ``explain_image``: find the faces (``dfdetect.faces``), explain each training-framed crop,
+    and draw the overview (boxes, P(fake), the deciding face marked). Needs OpenCV (``dfdetect[faces]``)."""
+    from dfdetect.faces import draw_faces, predict_faces
+
+    if not isinstance(img, Image.Image):
+        img = open_image(img)
+    img = to_rgb(img)
+    r = predict_faces(detector, img, min_face=min_face, align=align)
+    crops = r.crops if r.faces else [img]
+    exps = [explain_image(detector, c, methods, smoothgrad_samples, top_k, seed) for c in crops]
+    return FaceExplanation(r, exps, crops, draw_faces(img, r))

@@ -2,7 +2,9 @@
 
 Per image: ``<stem>_gradcam.png``, ``<stem>_gradcampp.png``, ``<stem>_saliency.png``, ``<stem>_activations.png``
 (overlays at the original resolution), ``<stem>_maps.npz`` (the raw maps) and ``<stem>_panel.png`` (side by side,
-verdict in the title). Only typer and pathlib are imported at top level so ``dfdetect --help`` stays instant.
+verdict in the title). Face mode (``--faces`` / automatic): a ``<stem>_faces.png`` overview plus those files per
+face as ``<stem>_face<i>_*`` (1-based). Only typer and pathlib are imported at top level so ``dfdetect --help``
+stays instant.
 """
 
 from __future__ import annotations
@@ -26,11 +28,22 @@ def explain_cmd(
     sanity: bool = typer.Option(False, "--sanity", help="Also compare with random weights (Adebayo et al.)."),
     no_panel: bool = typer.Option(False, "--no-panel", help="Skip the side-by-side panel PNG."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    faces: bool | None = typer.Option(
+        None,
+        "--faces/--no-faces",
+        help="Face mode: explain each detected face crop and draw an overview. Default: automatic, as in "
+        "`predict` (shorter side > 2x the model input, or not square).",
+    ),
+    min_face: int = typer.Option(40, help="Face mode: smallest face box (px) to detect."),
+    align: bool = typer.Option(True, "--align/--no-align", help="Face mode: level the eyes before cropping."),
 ) -> None:
     """Explain verdicts: Grad-CAM, Grad-CAM++, saliency and activation maps as overlays, raw maps and a panel.
 
     The maps show where the network's evidence for 'fake' is concentrated; they do not prove manipulation.
-    Exit code 1 when no image could be explained, 2 when a path does not exist or the model cannot be loaded.
+    Face mode (``--faces``, or automatic for large / non-square photos): ``<stem>_faces.png`` shows every face's
+    box and P(fake) with the deciding (most suspicious) face marked, and each face crop gets its own files,
+    ``<stem>_face1_panel.png``, ``<stem>_face2_panel.png``, ... Exit code 1 when no image could be explained,
+    2 when a path does not exist or the model cannot be loaded.
     """
     import logging
     import sys
@@ -45,6 +58,7 @@ def explain_cmd(
 
     try:
         from dfdetect.explain import (
+            explain_faces,
             explain_image,
             format_sanity,
             normalize_methods,
@@ -78,6 +92,15 @@ def explain_cmd(
         _fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
 
+    from dfdetect.faces import FacesUnavailable, use_face_mode
+
+    if faces:
+        try:
+            from dfdetect.faces.detect import _cascade
+
+            _cascade()
+        except FacesUnavailable as e:
+            _fail(str(e))
     rand = randomized_model(det) if sanity else None
     used: set[str] = set()
     n_ok = 0
@@ -86,9 +109,26 @@ def explain_cmd(
             bar.set_postfix_str(path.name, refresh=False)
             try:
                 img = open_image(path)
-                exp = explain_image(det, img, wanted, smoothgrad_samples=smoothgrad, top_k=top_k)
-                written = exp.save(out, _unique_stem(path, used), img, panel=not no_panel)
-                lines = [f"{path}  {exp.label}  P(fake)={exp.score:.4f}  -> {', '.join(p.name for p in written)}"]
+                stem = _unique_stem(path, used)
+                face_mode = use_face_mode(faces, img.size, det.data_config)
+                if face_mode and faces is None:
+                    try:
+                        from dfdetect.faces.detect import _cascade
+
+                        _cascade()
+                    except FacesUnavailable as e:
+                        log.warning("automatic face mode is off: %s", e)
+                        face_mode = False
+                if face_mode:
+                    fx = explain_faces(
+                        det, img, wanted, smoothgrad_samples=smoothgrad, top_k=top_k, min_face=min_face, align=align
+                    )
+                    written = fx.save(out, stem, panel=not no_panel)
+                    lines = [f"{path}  {fx.summary()}", "  -> " + ", ".join(p.name for p in written)]
+                else:
+                    exp = explain_image(det, img, wanted, smoothgrad_samples=smoothgrad, top_k=top_k)
+                    written = exp.save(out, stem, img, panel=not no_panel)
+                    lines = [f"{path}  {exp.label}  P(fake)={exp.score:.4f}  -> {', '.join(p.name for p in written)}"]
                 if sanity:
                     lines.append("  " + format_sanity(randomization_check(det, img, random_model=rand)))
             except ImageLoadError as e:

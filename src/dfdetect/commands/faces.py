@@ -18,6 +18,7 @@ def faces_cmd(
     min_face: int = typer.Option(40, help="Smallest face box (px) to detect."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
     backend: str = typer.Option("auto", help="auto | torch | onnx"),
+    align: bool = typer.Option(True, "--align/--no-align", help="Level the eyes before cropping (docs/faces.md)."),
 ) -> None:
     """Find every face, score each with training-matched framing; the most suspicious face decides per image."""
     from dfdetect.cli import _fail, _setup_logging
@@ -31,7 +32,7 @@ def faces_cmd(
         if missing:
             raise FileNotFoundError(f"no such file, folder or glob match: {', '.join(missing)}")
         det = Detector.load(model, backend=backend)
-        preds = [face_prediction(det, f, threshold, min_face) for f in files]
+        preds = [face_prediction(det, f, threshold, min_face, align) for f in files]
     except (FileNotFoundError, FacesUnavailable, ValueError, RuntimeError) as e:
         _fail(str(e))
     for p in preds:
@@ -42,7 +43,11 @@ def faces_cmd(
         else:
             typer.echo(f"{p.path}: {p.label} {p.score:.4f}  (decided by {p.decided_by})")
             for i, f in enumerate(p.faces, 1):
-                typer.echo(f"  face {i}  box {f['box']}  P(fake) {f['score']:.4f}")
+                tilt = f" (tilt {f['roll']:+.1f} deg)" if f.get("roll") is not None else ""
+                aligned = f"aligned{tilt}" if f.get("aligned") else "not aligned"
+                typer.echo(f"  face {i}  box {f['box']}  P(fake) {f['score']:.4f}  {aligned}")
+                for w in f.get("warnings") or []:
+                    typer.echo(f"    face {i}: {w}")
             for w in p.warnings:
                 typer.echo(f"  warning: {w}")
     if not any(p.error is None for p in preds):
@@ -58,6 +63,7 @@ def video_cmd(
     min_face: int = typer.Option(40, help="Smallest face box (px) to detect."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per video."),
     backend: str = typer.Option("auto", help="auto | torch | onnx"),
+    align: bool = typer.Option(True, "--align/--no-align", help="Level the eyes before cropping (docs/faces.md)."),
 ) -> None:
     """Score videos: face mode on frames sampled at --fps; per video the mean/max face score and fake-frame share."""
     from dfdetect.cli import _fail, _setup_logging
@@ -75,7 +81,7 @@ def video_cmd(
         det = Detector.load(model, backend=backend)
         results = []
         for f in files:
-            r = analyze_video(det, f, sample_fps=fps, out_dir=out, threshold=threshold, min_face=min_face)
+            r = analyze_video(det, f, sample_fps=fps, out_dir=out, threshold=threshold, min_face=min_face, align=align)
             results.append(r)
             if as_json:
                 typer.echo(json.dumps(r.to_dict()))

@@ -73,8 +73,17 @@ def report(
     no_cam: bool = typer.Option(False, "--no-cam", help="Skip the class activation map (faster)."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     ela_quality: int = typer.Option(90, "--ela-quality", min=1, max=100),
+    faces: bool | None = typer.Option(
+        None,
+        "--faces/--no-faces",
+        help="Face mode: score each face (the most suspicious decides), overview with boxes, per-face table. "
+        "Default: automatic, as in `predict` (shorter side > 2x the model input, or not square).",
+    ),
+    align: bool = typer.Option(True, "--align/--no-align", help="Face mode: level the eyes before cropping."),
 ) -> None:
-    """Self-contained HTML report per image (verdict, CAM, ELA, noise, spectrum, metadata) plus index.html."""
+    """Self-contained HTML report per image (verdict, CAM, ELA, noise, spectrum, metadata) plus index.html.
+
+    In face mode the verdict is the most suspicious face's; the forensic analyses stay whole-image."""
     import logging
 
     from dfdetect.forensics.report import write_reports
@@ -94,12 +103,22 @@ def report(
             _fail(f"{e}{hint}")
         except (CheckpointError, ValueError, RuntimeError) as e:
             _fail(str(e))
-    index, rows = write_reports(files, out, det, ela_quality, cam=not no_cam)
+    if faces and det is not None:
+        from dfdetect.faces import FacesUnavailable
+        from dfdetect.faces.detect import _cascade
+
+        try:
+            _cascade()
+        except FacesUnavailable as e:
+            _fail(str(e))
+    index, rows = write_reports(files, out, det, ela_quality, cam=not no_cam, faces=faces, align=align)
     for a, m, page in rows:
         if a.error:
             typer.echo(f"{a.path}: ERROR {a.error}")
         else:
             verdict = f"{m.label} {m.score:.4f}" if m.score is not None else "no model"
+            if m.mode == "faces":
+                verdict += f" (face mode: {m.decided_by})"
             typer.echo(f"{a.path}: {verdict} -> {Path(out) / page}")
     n_ok = sum(a.error is None for a, _, _ in rows)
     typer.echo(f"{n_ok} report(s), {len(rows) - n_ok} unreadable; index: {index}")

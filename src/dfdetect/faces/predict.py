@@ -69,14 +69,45 @@ def auto_face_mode(size: tuple[int, int], data_config: dict[str, Any]) -> bool:
 @dataclass
 class FaceScore:
     box: tuple[int, int, int, int]
-    """Detector box x, y, w, h (px of the input image)."""
+    """Detector box x, y, w, h (px of the input image; for an aligned face the upright box mapped back)."""
     crop: tuple[int, int, int, int]
-    """The training-framed square that was scored: left, top, right, bottom (may extend past the image)."""
+    """The training-framed square that was scored: left, top, right, bottom (may extend past the image; for an
+    aligned face the square before rotation, same centre and side)."""
     score: float
     neighbors: int
+    aligned: bool = False
+    """True when the tilt is known (two plausible eyes, else the rotated search's angle); the face was rotated
+    upright before cropping when tilted >= ALIGN_MIN_DEG."""
+    roll: float | None = None
+    """Tilt in degrees (positive: the eye on the image's right is lower); None when unknown (not aligned)."""
+    warnings: list[str] = field(default_factory=list)
+    """This face's own warnings (small, at the border, not aligned)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": list(self.box), "crop": list(self.crop), "score": round(self.score, 6)}
+        return {
+            "box": list(self.box),
+            "crop": list(self.crop),
+            "score": round(self.score, 6),
+            "aligned": self.aligned,
+            "roll": None if self.roll is None else round(self.roll, 1),
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class FaceCrop:
+    """One detected face, cropped with the training framing (and eye-aligned when possible), not yet scored."""
+
+    box: tuple[int, int, int, int]
+    crop: tuple[int, int, int, int]
+    image: Image.Image
+    """The ``TRAIN_CROP`` px crop the model scores."""
+    neighbors: int
+    padded: bool
+    aligned: bool
+    roll: float | None
+    rotated_search: bool = False
+    """Found only by the rotated search (``ROTATED_SEARCH``), not by the upright one."""
 
 
 @dataclass
@@ -88,6 +119,14 @@ class FaceResult:
     threshold: float
     decided_by: str
     warnings: list[str] = field(default_factory=list)
+    decided: int | None = None
+    """Index into ``faces`` of the face that decided (the most suspicious); None when no face was found."""
+    crops: list[Image.Image] = field(default_factory=list, repr=False)
+    """The crops that were scored, one per face (for explanations and reports)."""
+
+
+DECISION_RULE = "max"
+"""How face scores become the image's score: the most suspicious face decides."""
 
 
 @dataclass
@@ -100,6 +139,128 @@ class FacePrediction(Prediction):
     warnings: list[str] = field(default_factory=list)
 
 
+def face_crops(img: Image.Image, min_face: int = MIN_FACE, align: bool = True) -> list[FaceCrop]:
+    """Find the faces of one RGB image and crop each like the training data, largest first.
+
+    ``align``: estimate each face's tilt from the eyes (``eye_roll``) and, when two plausible eyes are found and
+    the tilt is at least ``ALIGN_MIN_DEG``, rotate the face upright before cropping (``align_face``). When the
+    upright search finds no face, ``align`` also searches copies rotated by ``ROTATED_SEARCH`` degrees (the frontal
+    cascade misses most faces tilted by 15-20 degrees); such a face is levelled by its eyes, or by the search angle
+    when no eye pair is found.
+    """
+    from dfdetect.faces.align import ALIGN_MIN_DEG, align_face, crop_box, eye_roll
+
+    img = img.convert("RGB")
+    found: list[tuple[Any, float | None]] = [(f, None) for f in find_faces(img, min_size=min_face)]
+    if not found and align:
+        found = rotated_search(img, min_face)
+    out = []
+    for f, angle in found:
+        roll = eye_roll(img, f.box) if align else None
+        if roll is None and angle is not None:
+            roll = angle
+        if roll is not None and abs(roll) >= ALIGN_MIN_DEG:
+            c, padded, box, crop = align_face(img, f.box, roll, TRAIN_CROP)
+        else:
+            c, padded = crop_face(img, f.box, TRAIN_CROP)
+            box, crop = f.box, crop_box(f.box)
+        out.append(FaceCrop(box, crop, c, f.neighbors, padded, roll is not None, roll, angle is not None))
+    return out
+
+
+ROTATED_SEARCH = (20.0, -20.0)
+"""Angles (degrees, counter-clockwise) of the extra searches when the upright one finds no face."""
+ROTATED_SEARCH_MAX_SIDE = 800
+"""The rotated copies are searched at most this large (longest side): the extra searches cost ~1x the upright one."""
+
+
+def rotated_search(img: Image.Image, min_face: int = MIN_FACE) -> list[tuple[Any, float]]:
+    """Faces found in copies of ``img`` rotated by each ``ROTATED_SEARCH`` angle: (face with its box mapped back to
+    ``img`` (axis-aligned, same centre and size), the angle = the face's roll in ``img``), largest first, with
+    boxes found at both angles kept once."""
+    from dfdetect.faces.detect import Face
+
+    w, h = img.size
+    hits: list[tuple[Any, float]] = []
+    for angle in ROTATED_SEARCH:
+        rot = img.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
+        k = min(1.0, ROTATED_SEARCH_MAX_SIDE / max(rot.size))
+        if k < 1.0:
+            rot = rot.resize((round(rot.width * k), round(rot.height * k)), Image.Resampling.BILINEAR)
+        th = np.radians(angle)
+        for f in find_faces(rot, min_size=max(12, round(min_face * k))):
+            x, y, bw, bh = (v / k for v in f.box)
+            if min(bw, bh) < min_face:
+                continue
+            dx, dy = x + bw / 2 - rot.width / k / 2, y + bh / 2 - rot.height / k / 2
+            cx = w / 2 + dx * np.cos(th) - dy * np.sin(th)
+            cy = h / 2 + dx * np.sin(th) + dy * np.cos(th)
+            box = (round(cx - bw / 2), round(cy - bh / 2), round(bw), round(bh))
+            if not (0 <= cx < w and 0 <= cy < h):
+                continue
+            same = [i for i, (g, _) in enumerate(hits) if np.hypot(*np.subtract(_centre(g.box), (cx, cy))) < bw / 2]
+            if same:
+                if f.neighbors > hits[same[0]][0].neighbors:
+                    hits[same[0]] = (Face(box, f.neighbors), angle)
+                continue
+            hits.append((Face(box, f.neighbors), angle))
+    return sorted(hits, key=lambda t: -t[0].box[2] * t[0].box[3])
+
+
+def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
+    return box[0] + box[2] / 2, box[1] + box[3] / 2
+
+
+def face_result(
+    crops: list[FaceCrop],
+    scores: Any,
+    threshold: float,
+    whole_score: float | None = None,
+    quality: int | None = None,
+    min_face: int = MIN_FACE,
+    small_face: int = SMALL_FACE,
+    align: bool = True,
+) -> FaceResult:
+    """Per-face rows, warnings and the image verdict (the most suspicious face decides) from scored crops.
+
+    ``whole_score``: the whole image's score, used (with a warning) when ``crops`` is empty.
+    """
+    thr = float(threshold)
+    warnings: list[str] = []
+    if quality is not None and quality < HEAVY_JPEG:
+        warnings.append(f"heavy JPEG compression (quality ~{quality} < {HEAVY_JPEG}): scores are less reliable")
+    if not crops:
+        if whole_score is None:
+            raise ValueError("no face found and no whole-image score given")
+        warnings.append(f"no face found (frontal faces >= {min_face} px): scored the whole image instead")
+        s = float(whole_score)
+        return FaceResult([], s, "fake" if s >= thr else "real", thr, "whole image (no face found)", warnings)
+    faces = []
+    for c, sc in zip(crops, scores):
+        fw: list[str] = []
+        side = min(c.box[2:])
+        if side < small_face:
+            fw.append(f"face smaller than {small_face} px ({side} px): upsampled, less reliable")
+        if c.padded:
+            fw.append("at the image border: crop padded by mirroring")
+        if align and not c.aligned:
+            fw.append("not aligned: no plausible eye pair found, cropped as detected")
+        if c.rotated_search:
+            fw.append("tilted face: found only by the rotated search, levelled before cropping")
+        faces.append(FaceScore(c.box, c.crop, float(sc), c.neighbors, c.aligned, c.roll, fw))
+    small = [f for f in faces if min(f.box[2:]) < small_face]
+    if small:
+        sizes = ", ".join(str(min(f.box[2:])) for f in small)
+        warnings.append(f"{len(small)} face(s) smaller than {small_face} px ({sizes} px): upsampled, less reliable")
+    padded = sum(c.padded for c in crops)
+    if padded:
+        warnings.append(f"{padded} face(s) at the image border: crop padded by mirroring")
+    top = max(range(len(faces)), key=lambda i: faces[i].score)
+    decided = f"max of {len(faces)} face(s): face {top + 1} at {list(faces[top].box)}"
+    s = faces[top].score
+    return FaceResult(faces, s, "fake" if s >= thr else "real", thr, decided, warnings, top, [c.image for c in crops])
+
+
 def predict_faces(
     det: Any,
     img: Image.Image,
@@ -107,37 +268,27 @@ def predict_faces(
     min_face: int = MIN_FACE,
     small_face: int = SMALL_FACE,
     quality: int | None = None,
+    align: bool = True,
 ) -> FaceResult:
-    """Score every face of one RGB image with detector ``det``; ``quality``: the file's JPEG quality if known."""
-    from dfdetect.faces.align import crop_box
-
+    """Score every face of one RGB image with detector ``det``; ``quality``: the file's JPEG quality if known;
+    ``align``: eye-based roll alignment (see ``face_crops``)."""
     thr = det.threshold if threshold is None else float(threshold)
     img = img.convert("RGB")
-    warnings: list[str] = []
-    if quality is not None and quality < HEAVY_JPEG:
-        warnings.append(f"heavy JPEG compression (quality ~{quality} < {HEAVY_JPEG}): scores are less reliable")
-    found = find_faces(img, min_size=min_face)
-    if not found:
-        warnings.append(f"no face found (frontal faces >= {min_face} px): scored the whole image instead")
-        s = det.score_image(img)
-        return FaceResult([], s, "fake" if s >= thr else "real", thr, "whole image (no face found)", warnings)
-    crops, padded = [], 0
-    for f in found:
-        c, was_padded = crop_face(img, f.box, TRAIN_CROP)
-        crops.append(det.preprocess(c))
-        padded += was_padded
-    scores = det.score_batch(np.stack(crops))
-    faces = [FaceScore(f.box, crop_box(f.box), float(s), f.neighbors) for f, s in zip(found, scores)]
-    small = [f for f in faces if min(f.box[2:]) < small_face]
-    if small:
-        sizes = ", ".join(str(min(f.box[2:])) for f in small)
-        warnings.append(f"{len(small)} face(s) smaller than {small_face} px ({sizes} px): upsampled, less reliable")
-    if padded:
-        warnings.append(f"{padded} face(s) at the image border: crop padded by mirroring")
-    top = max(range(len(faces)), key=lambda i: faces[i].score)
-    decided = f"max of {len(faces)} face(s): face {top + 1} at {list(faces[top].box)}"
-    s = faces[top].score
-    return FaceResult(faces, s, "fake" if s >= thr else "real", thr, decided, warnings)
+    crops = face_crops(img, min_face, align)
+    if not crops:
+        return face_result([], [], thr, det.score_image(img), quality, min_face, small_face, align)
+    scores = det.score_batch(np.stack([det.preprocess(c.image) for c in crops]))
+    return face_result(crops, scores, thr, None, quality, min_face, small_face, align)
+
+
+def use_face_mode(faces: bool | str | None, size: tuple[int, int], data_config: dict[str, Any]) -> bool:
+    """``faces``: True/"on" forces face mode, False/"off" disables it, None/"auto" applies ``auto_face_mode``."""
+    if isinstance(faces, str):
+        key = faces.strip().lower()
+        if key not in ("auto", "on", "off"):
+            raise ValueError(f"faces must be auto, on or off, not {faces!r}")
+        faces = None if key == "auto" else key == "on"
+    return auto_face_mode(size, data_config) if faces is None else bool(faces)
 
 
 def _read(path: Path) -> tuple[Image.Image | None, str | None, int | None, str | None]:
@@ -170,14 +321,16 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def face_prediction(det: Any, path: str | Path, threshold: float | None = None, min_face: int = MIN_FACE) -> Prediction:
+def face_prediction(
+    det: Any, path: str | Path, threshold: float | None = None, min_face: int = MIN_FACE, align: bool = True
+) -> Prediction:
     """Face-mode ``Prediction`` for one file (errors come back in ``error``, as in ``Detector.predict``)."""
     path = Path(path)
     thr = det.threshold if threshold is None else float(threshold)
     img, sha, quality, err = _read(path)
     if err or img is None:
         return Prediction(str(path), sha, None, None, thr, det.model_id, err)
-    r = predict_faces(det, img, threshold=thr, min_face=min_face, quality=quality)
+    r = predict_faces(det, img, threshold=thr, min_face=min_face, quality=quality, align=align)
     for w in r.warnings:
         log.warning("%s: %s", path, w)
     return FacePrediction(
@@ -199,9 +352,11 @@ def predict_paths(
     faces: bool | None = None,
     threshold: float | None = None,
     min_face: int = MIN_FACE,
+    align: bool = True,
     **predict_kwargs: Any,
 ) -> list[Prediction]:
-    """``Detector.predict`` with face mode: ``faces`` True forces it, False disables it, None = the auto rule.
+    """``Detector.predict`` with face mode: ``faces`` True forces it, False disables it, None = the auto rule;
+    ``align``: eye alignment and the rotated search in face mode (docs/faces.md).
 
     Files that do not go to face mode are scored by ``det.predict`` unchanged (same ``Prediction`` rows).
     """
@@ -224,4 +379,4 @@ def predict_paths(
             use = [False] * len(files)
     whole = [f for f, u in zip(files, use) if not u]
     plain = iter(det.predict(whole, threshold=threshold, **predict_kwargs) if whole else [])
-    return [face_prediction(det, f, threshold, min_face) if u else next(plain) for f, u in zip(files, use)]
+    return [face_prediction(det, f, threshold, min_face, align) if u else next(plain) for f, u in zip(files, use)]

@@ -51,7 +51,9 @@ class VideoResult:
         return asdict(self)
 
 
-def _frame_rows(det: Any, path: Path, every_s: float, thr: float, min_face: int) -> tuple[list[dict], float, int]:
+def _frame_rows(
+    det: Any, path: Path, every_s: float, thr: float, min_face: int, align: bool = True
+) -> tuple[list[dict], float, int]:
     cv2 = _cv2()
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
@@ -73,7 +75,7 @@ def _frame_rows(det: Any, path: Path, every_s: float, thr: float, min_face: int)
                 continue
             next_t += every_s
             img = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            r = predict_faces(det, img, threshold=thr, min_face=min_face)
+            r = predict_faces(det, img, threshold=thr, min_face=min_face, align=align)
             has = bool(r.faces)
             top = max(r.faces, key=lambda f: f.score) if has else None
             rows.append(
@@ -121,14 +123,16 @@ def analyze_video(
     out_dir: str | Path | None = None,
     threshold: float | None = None,
     min_face: int = MIN_FACE,
+    align: bool = True,
 ) -> VideoResult:
-    """Score one video; with ``out_dir``: writes ``<stem>.frames.csv`` and ``<stem>.scores.png`` there."""
+    """Score one video; with ``out_dir``: writes ``<stem>.frames.csv`` and ``<stem>.scores.png`` there.
+    ``align``: eye alignment and the rotated search of ``face_crops`` (frames without a face cost ~2x)."""
     path = Path(path)
     thr = det.threshold if threshold is None else float(threshold)
     if sample_fps <= 0:
         raise ValueError("sample_fps must be > 0")
     try:
-        rows, fps, n = _frame_rows(det, path, 1.0 / sample_fps, thr, min_face)
+        rows, fps, n = _frame_rows(det, path, 1.0 / sample_fps, thr, min_face, align)
     except ValueError as e:
         return VideoResult(str(path), 0, 0, 0, 0.0, 0.0, None, None, None, None, thr, det.model_id, error=str(e))
     scores = np.array([r["score"] for r in rows if r["score"] != ""], dtype=np.float64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,10 @@ EXPLAIN = {
     "spectrum": "Centred log-magnitude spectrum. Isolated bright dots away from the centre and axes are "
     "periodic patterns (generator up-sampling, resizing, JPEG 8x8 grid); natural photos fade smoothly.",
     "cam": "Where the model looked (class activation map for the 'fake' class): not a map of manipulated pixels.",
+    "cam_face": "Where the model looked in the deciding face's crop (class activation map for the 'fake' class): "
+    "not a map of manipulated pixels.",
+    "faces": "Face mode: every detected face, cropped and aligned like the training data and scored on its own. "
+    "Box colour: red = P(fake) at or above the threshold, green = below; the thick box is the face that decided.",
 }
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#1d1d1f;
@@ -66,6 +70,16 @@ class ModelResult:
     cam_png: str | None = None
     """data URI of the CAM panel, when available."""
     cam_note: str | None = None
+    mode: str = "image"
+    """'image' (the whole image was scored) or 'faces' (face mode: the most suspicious face decides)."""
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    """Face mode: one row per face (``FaceScore.to_dict``: box, crop, score, aligned, roll, warnings)."""
+    decided: int | None = None
+    """Face mode: index of the deciding face in ``faces``."""
+    decided_by: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    overview_png: str | None = None
+    """Face mode: data URI of the photo with the face boxes drawn."""
 
 
 def e(x: Any) -> str:
@@ -105,6 +119,8 @@ def render_report(a: ForensicAnalysis, m: ModelResult, version: str, when: str |
             f"<p><span class='verdict {cls}'>Model verdict: {e(m.label)} &mdash; P(fake) = {m.score:.4f}</span> "
             f"(threshold {m.threshold:.4f})</p>"
         )
+        if m.mode == "faces":
+            parts.append(f"<p><b>Face mode.</b> Decided by: {e(m.decided_by)} (the most suspicious face decides).</p>")
     else:
         parts.append("<p><span class='verdict none'>No model verdict (run without a model)</span></p>")
     parts.append("<h2>File</h2>")
@@ -126,6 +142,8 @@ def render_report(a: ForensicAnalysis, m: ModelResult, version: str, when: str |
     if a.error:
         parts.append(f"<h2>Error</h2><p>{e(a.error)}</p>")
         return _page(f"dfdetect report: {name}", "\n".join(parts))
+    if m.mode == "faces":
+        parts.append(_faces_section(m))
     parts.append("<h2>Findings</h2>")
     if a.flags:
         parts.append(
@@ -141,7 +159,7 @@ def render_report(a: ForensicAnalysis, m: ModelResult, version: str, when: str |
     if a.image is not None:
         parts.append(_figure(data_uri(a.image), "The image as decoded (EXIF orientation applied)."))
     if m.cam_png:
-        parts.append(_figure(m.cam_png, EXPLAIN["cam"]))
+        parts.append(_figure(m.cam_png, EXPLAIN["cam_face" if m.mode == "faces" and m.faces else "cam"]))
     elif m.cam_note:
         parts.append(f"<p class='note'>{e(m.cam_note)}</p>")
     if a.ela:
@@ -161,6 +179,41 @@ def render_report(a: ForensicAnalysis, m: ModelResult, version: str, when: str |
     return _page(f"dfdetect report: {name}", "\n".join(parts))
 
 
+def _faces_section(m: ModelResult) -> str:
+    """Overview picture, one table row per face (box, size, P(fake), verdict, alignment, warnings), the rule."""
+    out = ["<h2>Faces</h2>"]
+    if m.overview_png:
+        out.append(_figure(m.overview_png, EXPLAIN["faces"]))
+    if m.warnings:
+        out.append("<ul>" + "".join(f"<li class='weak'>{e(w)}</li>" for w in m.warnings) + "</ul>")
+    if not m.faces:
+        out.append("<p>No face found: the verdict above is the whole image's score.</p>")
+        return "\n".join(out)
+    thr = m.threshold if m.threshold is not None else 0.5
+    rows = [
+        "<table class='faces'><tr><th>#</th><th>Box (x, y, w, h)</th><th>Size (px)</th><th>P(fake)</th>"
+        "<th>Verdict</th><th>Aligned</th><th>Warnings</th><th>Decides</th></tr>"
+    ]
+    for i, f in enumerate(m.faces):
+        label = "fake" if f["score"] >= thr else "real"
+        x, y, w, h = f["box"]
+        roll = f.get("roll")
+        aligned = ("yes" + (f" (tilt {roll:+.1f}&deg;)" if roll is not None else "")) if f.get("aligned") else "no"
+        rows.append(
+            f"<tr><td>{i + 1}</td><td>{e(f'{x}, {y}, {w}, {h}')}</td><td>{min(int(w), int(h))}</td>"
+            f"<td>{float(f['score']):.4f}</td><td><span class='{label}'>{label}</span></td><td>{aligned}</td>"
+            f"<td>{e('; '.join(f.get('warnings') or [])) or '&ndash;'}</td>"
+            f"<td>{'<b>yes</b> (most suspicious)' if i == m.decided else ''}</td></tr>"
+        )
+    rows.append("</table>")
+    out.append("".join(rows))
+    out.append(
+        f"<p>Image verdict rule: the most suspicious face decides (max of {len(m.faces)} face score(s)). "
+        "Classic forensic analyses below are computed on the whole image.</p>"
+    )
+    return "\n".join(out)
+
+
 def _figure(uri: str, caption: str) -> str:
     return f"<figure><img src='{e(uri)}' alt=''><figcaption>{e(caption)}</figcaption></figure>"
 
@@ -171,33 +224,55 @@ def render_index(rows: list[tuple[ForensicAnalysis, ModelResult, str | None]], v
         "<h1>dfdetect forensic reports</h1>",
         f"<p class='note'><b>Indicators, not proof.</b> {e(DISCLAIMER)}</p>",
         f"<p>{len(rows)} file(s), generated {e(when)} with dfdetect {e(version)}.</p>",
-        "<table><tr><th>File</th><th>Verdict</th><th>P(fake)</th><th>Threshold</th><th>Flags</th><th>SHA-256</th></tr>",
+        "<table><tr><th>File</th><th>Verdict</th><th>P(fake)</th><th>Threshold</th><th>Faces</th><th>Flags</th>"
+        "<th>SHA-256</th></tr>",
     ]
     for a, m, page in rows:
         name = Path(a.path).name
         link = f"<a href='{e(quote(page))}'>{e(name)}</a>" if page else e(name)
         if a.error:
-            body.append(f"<tr><td>{link}</td><td colspan='5'>error: {e(a.error)}</td></tr>")
+            body.append(f"<tr><td>{link}</td><td colspan='6'>error: {e(a.error)}</td></tr>")
             continue
         verdict = f"<span class='{e(m.label)}'>{e(m.label)}</span>" if m.label else "&ndash;"
         score = f"{m.score:.4f}" if m.score is not None else "&ndash;"
         thr = f"{m.threshold:.4f}" if m.threshold is not None else "&ndash;"
         notable = [f.code for f in a.flags if f.severity != "info"]
+        nfaces = str(len(m.faces)) + (" (max decides)" if m.faces else "") if m.mode == "faces" else "&ndash;"
         body.append(
-            f"<tr><td>{link}</td><td>{verdict}</td><td>{score}</td><td>{thr}</td>"
+            f"<tr><td>{link}</td><td>{verdict}</td><td>{score}</td><td>{thr}</td><td>{nfaces}</td>"
             f"<td>{e(', '.join(notable)) or '&ndash;'}</td><td><code>{e((a.sha256 or '')[:16])}</code></td></tr>"
         )
     body.append("</table>")
     return _page("dfdetect forensic reports", "\n".join(body))
 
 
-def model_result(detector: Any, a: ForensicAnalysis, cam: bool = True) -> ModelResult:
-    """Score the decoded image and, for torch detectors with ``dfdetect.explain`` installed, add the CAM panel."""
+def model_result(
+    detector: Any, a: ForensicAnalysis, cam: bool = True, faces: bool | None = False, align: bool = True
+) -> ModelResult:
+    """Score the decoded image and, for torch detectors with ``dfdetect.explain`` installed, add the CAM panel.
+
+    ``faces``: True = face mode (each face scored, the most suspicious decides, overview and per-face rows;
+    the CAM is the deciding face's), None = the automatic rule of ``predict``, False = the whole image.
+    """
     if detector is None or a.image is None:
         return ModelResult()
-    s = detector.score_image(a.image)
     thr = detector.threshold
-    m = ModelResult(detector.model_id, detector.arch, round(s, 6), thr, "fake" if s >= thr else "real")
+    target = a.image
+    m: ModelResult
+    if _face_mode(faces, a.image.size, detector.data_config):
+        from dfdetect.faces import draw_faces, predict_faces
+
+        quality = a.jpeg.quality if a.jpeg is not None else None
+        r = predict_faces(detector, a.image, quality=quality, align=align)
+        m = ModelResult(detector.model_id, detector.arch, round(r.score, 6), thr, r.label)
+        m.mode, m.decided, m.decided_by, m.warnings = "faces", r.decided, r.decided_by, list(r.warnings)
+        m.faces = [f.to_dict() for f in r.faces]
+        m.overview_png = data_uri(draw_faces(a.image, r), 1000)
+        if r.faces and r.decided is not None:
+            target = r.crops[r.decided]
+    else:
+        s = detector.score_image(a.image)
+        m = ModelResult(detector.model_id, detector.arch, round(s, 6), thr, "fake" if s >= thr else "real")
     if not cam:
         m.cam_note = "Class activation map skipped (--no-cam)."
         return m
@@ -210,11 +285,30 @@ def model_result(detector: Any, a: ForensicAnalysis, cam: bool = True) -> ModelR
         m.cam_note = "No class activation map: dfdetect.explain is not available in this installation."
         return m
     try:
-        m.cam_png = data_uri(explain_image(detector, a.image).panel(a.image), 1000)
+        m.cam_png = data_uri(explain_image(detector, target).panel(target), 1000)
     except (RuntimeError, ValueError) as err:
         log.warning("%s: CAM failed (%s)", a.path, err)
         m.cam_note = f"Class activation map failed: {err}"
     return m
+
+
+def _face_mode(faces: bool | None, size: tuple[int, int], data_config: dict[str, Any]) -> bool:
+    """The face-mode decision for one image; automatic mode quietly stays off without OpenCV."""
+    if faces is False:
+        return False
+    from dfdetect.faces import FacesUnavailable, use_face_mode
+
+    if not use_face_mode(faces, size, data_config):
+        return False
+    if faces is None:
+        try:
+            from dfdetect.faces.detect import _cascade
+
+            _cascade()
+        except FacesUnavailable as err:
+            log.warning("automatic face mode is off: %s", err)
+            return False
+    return True
 
 
 def write_reports(
@@ -223,8 +317,12 @@ def write_reports(
     detector: Any = None,
     ela_quality: int = 90,
     cam: bool = True,
+    faces: bool | None = False,
+    align: bool = True,
 ) -> tuple[Path, list[tuple[ForensicAnalysis, ModelResult, str | None]]]:
-    """Analyse ``paths`` (files), write one report per file and ``index.html`` into ``out_dir``."""
+    """Analyse ``paths`` (files), write one report per file and ``index.html`` into ``out_dir``.
+
+    ``faces``: face mode per image (True), the automatic rule (None) or whole images only (False)."""
     from dfdetect import __version__
     from dfdetect.forensics.analysis import analyze_file
 
@@ -238,7 +336,7 @@ def write_reports(
             log.warning("skipping %s", a.error)
             rows.append((a, ModelResult(), None))
             continue
-        m = model_result(detector, a, cam)
+        m = model_result(detector, a, cam, faces, align)
         page = report_name(a)
         (out / page).write_text(render_report(a, m, __version__, when), encoding="utf-8")
         a.image = None  # free pixels as we go; a batch can be large

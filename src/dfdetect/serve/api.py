@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import copy
 import hashlib
 import hmac
 import importlib
@@ -52,6 +53,7 @@ from dfdetect.serve.db import ScanDB, ScanRecord, utc_now
 from dfdetect.serve.schemas import (
     ErrorResponse,
     ExplainResponse,
+    FaceOut,
     ForensicsResponse,
     Health,
     ModelInfo,
@@ -406,6 +408,22 @@ class ExplainRunner:
                 raise LookupError(self.unavailable)
             return self._explain(self._detector, img), self._detector
 
+    def run_faces(
+        self, img: Image.Image, align: bool = True, threshold: float | None = None
+    ) -> tuple[Any, Any, Image.Image, Image.Image, Any]:
+        """Face mode: (``FaceResult``, explanation of the deciding face's crop (of the whole image when no face
+        was found), that crop, the overview with the boxes drawn, torch detector); LookupError when unavailable.
+        Only the deciding face is explained: the answer carries one panel."""
+        from dfdetect.faces import draw_faces, predict_faces
+
+        with self._lock:
+            self._ensure()
+            if self.unavailable:
+                raise LookupError(self.unavailable)
+            r = predict_faces(self._detector, img, threshold=threshold, align=align)
+            target = r.crops[r.decided] if r.faces and r.decided is not None else img
+            return r, self._explain(self._detector, target), target, draw_faces(img, r), self._detector
+
 
 def set_threads(detector: Any, threads: int) -> None:
     """Intra-op threads for inference: torch's process-wide setting, or a new ONNX Runtime session."""
@@ -455,6 +473,83 @@ def _png_b64(img: Image.Image) -> str:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---- face mode ------------------------------------------------------------------------------------
+def faces_available() -> str | None:
+    """None when face mode can run here, else why not (OpenCV 4.x with its cascades is missing)."""
+    try:
+        from dfdetect.faces.align import _eye_cascade
+        from dfdetect.faces.detect import _cascade
+
+        _cascade()
+        _eye_cascade()
+    except Exception as e:  # FacesUnavailable, or a broken OpenCV install
+        return str(e)
+    return None
+
+
+def _parse_faces(raw: str | None) -> bool | None:
+    """The ``faces`` form field: auto (default) -> None, on -> True, off -> False."""
+    key = (raw or "auto").strip().lower()
+    table = {"auto": None, "on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+    if key not in table:
+        raise HTTPException(422, f"faces must be auto, on or off, not {raw[:40]!r}")
+    return table[key]
+
+
+def _wants_faces(faces: bool | None, d: Decoded, detector: Any) -> bool:
+    from dfdetect.faces import use_face_mode
+
+    return (
+        d.width is not None and d.height is not None and use_face_mode(faces, (d.width, d.height), detector.data_config)
+    )
+
+
+def _face_crops(d: Decoded, detector: Any, align: bool) -> tuple[list[Any], list[np.ndarray]]:
+    """Detect, align and crop the faces of a decoded upload; their preprocessed arrays (thread pool)."""
+    from dfdetect.faces import face_crops
+
+    crops = face_crops(d.image, align=align) if d.image is not None else []
+    return crops, [detector.preprocess(c.image) for c in crops]
+
+
+def _jpeg_quality_of(data: bytes) -> int | None:
+    from dfdetect.faces import jpeg_quality
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return jpeg_quality(getattr(im, "quantization", None)) if im.format == "JPEG" else None
+    except Exception:  # noqa: BLE001 - the estimate is optional
+        return None
+
+
+def face_rows(result: Any) -> list[FaceOut]:
+    """``FaceResult`` -> the API's per-face rows (label at the result's threshold)."""
+    return [
+        FaceOut(
+            box=[int(v) for v in f.box],
+            crop=[int(v) for v in f.crop],
+            score=round(f.score, 6),
+            label="fake" if f.score >= result.threshold else "real",
+            aligned=f.aligned,
+            roll=None if f.roll is None else round(f.roll, 1),
+            warnings=list(f.warnings),
+        )
+        for f in result.faces
+    ]
+
+
+def face_extra(result: Any) -> dict[str, Any]:
+    """What the scan history keeps of a face-mode result (the ``faces_json`` column)."""
+    from dfdetect.faces import DECISION_RULE
+
+    return {
+        "decision_rule": DECISION_RULE,
+        "decided_by": result.decided_by,
+        "faces": [f.model_dump() for f in face_rows(result)],
+        "warnings": list(result.warnings),
+    }
 
 
 # ---- the app --------------------------------------------------------------------------------------
@@ -525,12 +620,21 @@ class Service:
         return rel
 
     def record(
-        self, items: Sequence[tuple[Decoded, float, str, float]], case_id: str | None, source: str, model_id: str
+        self,
+        items: Sequence[tuple[Decoded, float, str, float]],
+        case_id: str | None,
+        source: str,
+        model_id: str,
+        extras: Sequence[dict[str, Any] | None] | None = None,
     ) -> list[int]:
-        """Insert one scan per (decoded, score, label, threshold), in one transaction."""
+        """Insert one scan per (decoded, score, label, threshold), in one transaction; ``extras``: per item the
+        face-mode result (``face_extra``) or None."""
+        import json
+
         now = utc_now()
         records = []
-        for d, score, label, thr in items:
+        for k, (d, score, label, thr) in enumerate(items):
+            extra = extras[k] if extras is not None else None
             records.append(
                 ScanRecord(
                     created_at=now,
@@ -548,14 +652,22 @@ class Service:
                     source=source,
                     backend=self.detector.backend.name if source == "predict" else "torch",
                     image_path=self.store(d),
+                    mode="faces" if extra is not None else None,
+                    faces_json=json.dumps(extra) if extra is not None else None,
                 )
             )
         return self.db.add_many(records)
 
     def scan_out(self, r: ScanRecord) -> Scan:
+        import json
+
         data = r.to_dict()
         data["has_image"] = bool(r.image_path) and self.image_dir is not None
         data.pop("image_path", None)
+        extra = json.loads(data.pop("faces_json") or "null") or {}
+        data["decided_by"] = extra.get("decided_by")
+        data["faces"] = extra.get("faces")
+        data["warnings"] = extra.get("warnings")
         return Scan(**data)
 
 
@@ -602,6 +714,14 @@ _UPLOAD_BODY = {
                         },
                         "case_id": {"type": "string", "description": "Your case / reference id, kept in history."},
                         "threshold": {"type": "number", "description": "Override the model's threshold."},
+                        "faces": {
+                            "type": "string",
+                            "enum": ["auto", "on", "off"],
+                            "default": "auto",
+                            "description": "Face mode: score each face, the most suspicious decides. auto: when the "
+                            "shorter side > 2x the model input or the image is not square.",
+                        },
+                        "align": {"type": "boolean", "default": True, "description": "Face mode: level the eyes."},
                     },
                 }
             }
@@ -627,6 +747,18 @@ _EXPLAIN_BODY = {
         },
     }
 }
+_EXPLAIN_FACES_BODY = copy.deepcopy(_EXPLAIN_BODY)
+_EXPLAIN_FACES_BODY["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"].update(
+    {
+        "faces": {
+            "type": "string",
+            "enum": ["auto", "on", "off"],
+            "default": "auto",
+            "description": "Face mode (as in /predict): the maps are of the deciding face's crop.",
+        },
+        "align": {"type": "boolean", "default": True, "description": "Face mode: level the eyes."},
+    }
+)
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "API key missing"},
     403: {"model": ErrorResponse, "description": "API key wrong"},
@@ -752,6 +884,7 @@ def create_app(
     @app.post(
         "/predict",
         response_model=PredictResponse,
+        response_model_exclude_unset=True,
         tags=["detect"],
         dependencies=[Depends(require_key)],
         openapi_extra=_UPLOAD_BODY,
@@ -759,6 +892,12 @@ def create_app(
     )
     async def predict(request: Request) -> PredictResponse:
         """Score one or many images (multipart field ``files``); the same JSON per image as ``predict --json``.
+
+        Face mode (form field ``faces``: ``auto`` (default), ``on`` or ``off``; ``auto`` = the rule of ``predict``:
+        shorter side > 2x the model input, or not square): every face is found, aligned (``align``, default true),
+        cropped like the training data and scored; the most suspicious face decides the image (``decision_rule``
+        ``max``, ``decided_by`` says which). Rows then add ``mode``, ``faces`` (box, crop, score, label, aligned,
+        roll, warnings) and ``warnings``; whole-image rows are unchanged.
 
         When no file can be scored the answer is 415 (not an image) or 422 (empty, corrupt, bomb); when
         some can, 200 with ``error`` set on the others. Every scored image is recorded in the history.
@@ -769,25 +908,63 @@ def create_app(
             raise HTTPException(422, "no files: upload images under the multipart field name 'files'")
         thr_override = _parse_threshold(form.get("threshold"))
         case_id = _parse_case_id(form.get("case_id"))
+        faces = _parse_faces(form.get("faces"))
+        align = _parse_bool(form.get("align"), True)
         det = svc.detector
         thr = det.threshold if thr_override is None else thr_override
-        decoded = list(await asyncio.gather(*(run_in_threadpool(decode_upload, up, det) for up in uploads)))
+        keep = faces is not False
+        decoded = list(await asyncio.gather(*(run_in_threadpool(decode_upload, up, det, keep) for up in uploads)))
         del uploads
         good = [d for d in decoded if d.array is not None]
         if not good:
             raise _all_failed(decoded)
+        need = [d for d in good if _wants_faces(faces, d, det)] if keep else []
+        for d in decoded:
+            if not any(d is n for n in need):
+                d.image = None  # only face-mode images keep their pixels
+        if need and (why := faces_available()) is not None:
+            if faces:
+                raise HTTPException(501, f"face mode is not available on this server: {why}")
+            log.warning("automatic face mode is off: %s", why)
+            need = []
+        prepared = await asyncio.gather(*(run_in_threadpool(_face_crops, d, det, align) for d in need))
+        arrays = [d.array for d in good] + [a for _, arrs in prepared for a in arrs]
         try:
-            scores = await svc.batcher.score([d.array for d in good])  # type: ignore[misc]
+            all_scores = await svc.batcher.score(arrays)  # type: ignore[arg-type]
         except Exception as e:
             log.exception("inference failed")
             raise HTTPException(500, f"inference failed ({type(e).__name__})") from None
+        scores = list(all_scores[: len(good)])
         score_of = {id(d): s for d, s in zip(good, scores)}
-        rows = [(d, round(s, 6), "fake" if s >= thr else "real", thr) for d, s in zip(good, scores)]
-        ids = await run_in_threadpool(svc.record, rows, case_id, "predict", det.model_id)
+        result_of: dict[int, Any] = {}
+        pos = len(good)
+        from dfdetect.faces import DECISION_RULE, face_result
+
+        for d, (crops, arrs) in zip(need, prepared):
+            face_scores = all_scores[pos : pos + len(arrs)]
+            pos += len(arrs)
+            q = _jpeg_quality_of(d.data)
+            result_of[id(d)] = r = face_result(crops, face_scores, thr, score_of[id(d)], q, align=align)
+            score_of[id(d)] = r.score
+        for d in decoded:
+            d.image = None  # free the pixels before the response is built
+        rows = [(d, round(score_of[id(d)], 6), "fake" if score_of[id(d)] >= thr else "real", thr) for d in good]
+        extras = [face_extra(result_of[id(d)]) if id(d) in result_of else None for d in good]
+        ids = await run_in_threadpool(svc.record, rows, case_id, "predict", det.model_id, extras)
         id_of = {id(d): i for (d, *_), i in zip(rows, ids)}
         preds = []
         for d in decoded:
             s = score_of.get(id(d))
+            fields: dict[str, Any] = {}
+            r = result_of.get(id(d))
+            if r is not None:
+                fields = {
+                    "mode": "faces",
+                    "decision_rule": DECISION_RULE,
+                    "decided_by": r.decided_by,
+                    "faces": face_rows(r),
+                    "warnings": list(r.warnings),
+                }
             preds.append(
                 PredictionOut(
                     path=d.name,
@@ -797,6 +974,7 @@ def create_app(
                     threshold=thr,
                     model=det.model_id,
                     error=d.error,
+                    **fields,
                 )
             )
         return PredictResponse(predictions=preds, scan_ids=[id_of.get(id(d)) for d in decoded], case_id=case_id)
@@ -804,13 +982,18 @@ def create_app(
     @app.post(
         "/explain",
         response_model=ExplainResponse,
+        response_model_exclude_unset=True,
         tags=["detect"],
         dependencies=[Depends(require_key)],
-        openapi_extra=_EXPLAIN_BODY,
+        openapi_extra=_EXPLAIN_FACES_BODY,
         responses=_UPLOAD_ERRORS | {501: {"model": ErrorResponse, "description": "Explanations not available"}},
     )
     async def explain(request: Request) -> ExplainResponse:
-        """Grad-CAM for one image: P(fake), the CAM overlay and the heat-map panel as base64 PNGs."""
+        """Grad-CAM for one image: P(fake), the CAM overlay and the heat-map panel as base64 PNGs.
+
+        Face mode (``faces``: auto, on, off; as in /predict): the maps are of the deciding (most suspicious) face's
+        crop; the answer adds the per-face rows and ``overview_png`` (the image with every face's box and score).
+        """
         svc = svc_of(request)
         uploads, form = await read_multipart(request, settings.max_file_bytes, 1)
         if not uploads:
@@ -818,24 +1001,52 @@ def create_app(
         thr_override = _parse_threshold(form.get("threshold"))
         case_id = _parse_case_id(form.get("case_id"))
         record = _parse_bool(form.get("record"), True)
+        faces = _parse_faces(form.get("faces"))
         d = await run_in_threadpool(decode_upload, uploads[0], svc.detector, True)
         if d.array is None or d.image is None:
             raise _all_failed([d])
+        face_mode = _wants_faces(faces, d, svc.detector)
+        if face_mode and (why := faces_available()) is not None:
+            if faces:
+                raise HTTPException(501, f"face mode is not available on this server: {why}")
+            log.warning("automatic face mode is off: %s", why)
+            face_mode = False
+        fields: dict[str, Any] = {}
         try:
-            expl, tdet = await run_in_threadpool(svc.explainer.run, d.image)
+            if face_mode:
+                align = _parse_bool(form.get("align"), True)
+                r, expl, img, overview, tdet = await run_in_threadpool(
+                    svc.explainer.run_faces, d.image, align, thr_override
+                )
+                if not r.faces:
+                    img = img.copy()
+                    img.thumbnail((MAX_RENDER_SIDE, MAX_RENDER_SIDE))
+            else:
+                expl, tdet = await run_in_threadpool(svc.explainer.run, d.image)
         except LookupError as e:
             raise HTTPException(501, str(e)) from None
-        img = d.image.copy()
-        img.thumbnail((MAX_RENDER_SIDE, MAX_RENDER_SIDE))  # the overlay/panel PNGs stay small for huge uploads
+        thr = tdet.threshold if thr_override is None else thr_override
+        if face_mode:
+            score = round(float(r.score), 6)
+            fields = {
+                "mode": "faces",
+                "decided_by": r.decided_by,
+                "faces": face_rows(r),
+                "warnings": list(r.warnings),
+                "overview_png": await run_in_threadpool(_png_b64, overview),
+            }
+        else:
+            img = d.image.copy()
+            img.thumbnail((MAX_RENDER_SIDE, MAX_RENDER_SIDE))  # the overlay/panel PNGs stay small for huge uploads
+            score = round(float(expl.score), 6)
         overlay, panel = await run_in_threadpool(lambda: (expl.overlay("gradcam", img), expl.panel(img)))
         overlay_b64, panel_b64 = await run_in_threadpool(lambda: (_png_b64(overlay), _png_b64(panel)))
-        score = round(float(expl.score), 6)
-        thr = tdet.threshold if thr_override is None else thr_override
         label = "fake" if score >= thr else "real"
         scan_id = None
         if record:
             rows = [(d, score, label, thr)]
-            (scan_id,) = await run_in_threadpool(svc.record, rows, case_id, "explain", tdet.model_id)
+            extras = [face_extra(r)] if face_mode else None
+            (scan_id,) = await run_in_threadpool(svc.record, rows, case_id, "explain", tdet.model_id, extras)
         return ExplainResponse(
             path=d.name,
             sha256=d.sha256,
@@ -843,9 +1054,11 @@ def create_app(
             score=score,
             threshold=thr,
             model=tdet.model_id,
+            method="gradcam",
             overlay_png=overlay_b64,
             panel_png=panel_b64,
             scan_id=scan_id,
+            **fields,
         )
 
     @app.post(

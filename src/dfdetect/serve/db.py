@@ -59,7 +59,14 @@ def _v2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE scans ADD COLUMN image_path TEXT")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+def _v3(conn: sqlite3.Connection) -> None:
+    # Face mode: 'faces' (else NULL = whole image) and the per-face result as JSON
+    # ({"decided_by", "decision_rule", "faces": [{box, crop, score, label, aligned, roll, warnings}], "warnings"}).
+    conn.execute("ALTER TABLE scans ADD COLUMN mode TEXT")
+    conn.execute("ALTER TABLE scans ADD COLUMN faces_json TEXT")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 """Schema changes in order; ``MIGRATIONS[k]`` takes a database from version k to k + 1. Append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -84,6 +91,10 @@ class ScanRecord:
     source: str = "predict"
     backend: str | None = None
     image_path: str | None = None
+    mode: str | None = None
+    """'faces' for a face-mode scan; None: the whole image was scored."""
+    faces_json: str | None = None
+    """Face mode: the per-face result as JSON text (decided_by, decision_rule, faces, warnings)."""
     id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,8 +27,20 @@ class Models(BaseModel):
     models: list[ModelInfo]
 
 
+class FaceOut(BaseModel):
+    """One detected face (face mode)."""
+
+    box: list[int] = Field(description="Detector box x, y, width, height in pixels of the uploaded image.")
+    crop: list[int] = Field(description="The training-framed square that was scored: left, top, right, bottom.")
+    score: float = Field(description="P(fake) of this face's crop.")
+    label: str = Field(description="'fake' or 'real' for this face at the request's threshold.")
+    aligned: bool = Field(description="Two plausible eyes were found (the face was levelled when tilted).")
+    roll: float | None = Field(None, description="Tilt from the eyes in degrees; None when no eye pair was found.")
+    warnings: list[str] = Field(default_factory=list, description="This face's warnings (small, border, not aligned).")
+
+
 class PredictionOut(BaseModel):
-    """Exactly what `dfdetect predict --json` prints per image."""
+    """Exactly what `dfdetect predict --json` prints per image (face-mode fields only in face mode)."""
 
     path: str = Field(description="The uploaded file name.")
     sha256: str | None
@@ -37,6 +49,15 @@ class PredictionOut(BaseModel):
     threshold: float
     model: str
     error: str | None = None
+    mode: str | None = Field(None, description="'faces' in face mode (absent when the whole image was scored).")
+    decision_rule: str | None = Field(
+        None, description="Face mode: how face scores make the image score: 'max' (the most suspicious face decides)."
+    )
+    decided_by: str | None = Field(None, description="Face mode: which face decided, e.g. 'max of 2 face(s): ...'.")
+    faces: list[FaceOut] | None = Field(None, description="Face mode: one row per detected face, largest first.")
+    warnings: list[str] | None = Field(
+        None, description="Face mode: no face found, small faces, heavy JPEG compression, faces at the border."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -56,6 +77,11 @@ class ExplainResponse(BaseModel):
     overlay_png: str = Field(description="Grad-CAM overlay, base64-encoded PNG.")
     panel_png: str | None = Field(None, description="Side-by-side panel of the heat maps, base64-encoded PNG.")
     scan_id: int | None = None
+    mode: str | None = Field(None, description="'faces' in face mode: the maps are of the deciding face's crop.")
+    decided_by: str | None = None
+    faces: list[FaceOut] | None = Field(None, description="Face mode: one row per detected face.")
+    warnings: list[str] | None = None
+    overview_png: str | None = Field(None, description="Face mode: the image with face boxes drawn, base64 PNG.")
 
 
 class ForensicsResponse(BaseModel):
@@ -90,6 +116,10 @@ class Scan(BaseModel):
     source: str = Field(description="predict, explain or forensics")
     backend: str | None
     has_image: bool = Field(False, description="Whether a copy of the image was stored (--store-images).")
+    mode: str | None = Field(None, description="'faces' when scored in face mode, else None (whole image).")
+    decided_by: str | None = None
+    faces: list[FaceOut] | None = Field(None, description="Face mode: the per-face rows as returned then.")
+    warnings: list[str] | None = None
 
 
 class ScanPage(BaseModel):

@@ -107,6 +107,53 @@
       "threshold " + p.threshold.toFixed(3) + " - model " + p.model + " - sha256 " + p.sha256.slice(0, 12);
     node.querySelector(".explain").hidden = false;
     node.querySelector(".forensics-btn").hidden = false;
+    if (p.mode === "faces") drawFaces(node, p);
+  }
+
+  // Face mode: the uploaded image with every face's box and P(fake); the deciding (most suspicious) face is
+  // drawn thicker. Boxes are in the pixels of the decoded upload (EXIF orientation applied, as browsers do).
+  function drawFaces(node, p) {
+    const faces = p.faces || [];
+    const notes = node.querySelector(".face-notes");
+    notes.textContent = faces.length
+      ? faces.length + " face" + (faces.length > 1 ? "s" : "") + " - decided by " + p.decided_by
+      : "face mode: no face found, whole image scored";
+    for (const w of p.warnings || []) {
+      const li = document.createElement("li");
+      li.textContent = w;
+      node.querySelector(".face-warnings").appendChild(li);
+    }
+    if (!faces.length) return;
+    node.classList.add("has-faces");  // the card spans the row so the boxes are readable
+    let top = 0;
+    faces.forEach((f, i) => { if (f.score > faces[top].score) top = i; });
+    const canvas = node.querySelector(".faces-view");
+    const img = new Image();
+    img.onload = () => {
+      const k = Math.min(1, 640 / img.naturalWidth);
+      canvas.width = Math.round(img.naturalWidth * k);
+      canvas.height = Math.round(img.naturalHeight * k);
+      const ctx = canvas.getContext("2d");
+      ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+      ctx.font = "bold 13px system-ui, sans-serif";
+      ctx.textBaseline = "top";
+      faces.forEach((f, i) => {
+        const [x, y, w, h] = f.box.map((v) => v * k);
+        const color = f.label === "fake" ? "#c62828" : "#2e7d32";
+        ctx.lineWidth = i === top ? 4 : 2;
+        ctx.strokeStyle = color;
+        ctx.strokeRect(x, y, w, h);
+        const text = (i + 1) + ": " + f.score.toFixed(2) + (i === top ? " decides" : "");
+        const tw = ctx.measureText(text).width + 6;
+        const ty = y >= 18 ? y - 18 : y + h;
+        ctx.fillStyle = color;
+        ctx.fillRect(x, ty, tw, 18);
+        ctx.fillStyle = "#fff";
+        ctx.fillText(text, x + 3, ty + 2);
+      });
+      canvas.hidden = false;
+    };
+    img.src = node.querySelector(".thumb").src;
   }
 
   function failCard(node, message) {
