@@ -192,6 +192,14 @@ def test_sweep_compares_several_models_side_by_side(tiny_run, tiny_data, tmp_pat
     assert a == [row["accuracy"] for row in rows if row["model"] == tiny_run.name]
     assert (out / "compare_roc_auc.png").stat().st_size > 1000
     assert "AUC other" in (out / "compare.md").read_text()
+    # rerun: finished sweeps are reused, not re-scored (their files stay untouched); other settings re-score
+    stamp = (out / "other" / "robustness_scores.npz").stat().st_mtime_ns
+    r = runner.invoke(app, [*args, "-o", str(out), "-c", "jpeg_q50,blur_1", "--batch-size", "8"])
+    assert r.exit_code == 0, r.output
+    assert (out / "other" / "robustness_scores.npz").stat().st_mtime_ns == stamp
+    r = runner.invoke(app, [*args, "-o", str(out), "-c", "jpeg_q50", "--batch-size", "8"])
+    assert r.exit_code == 0, r.output
+    assert (out / "other" / "robustness_scores.npz").stat().st_mtime_ns != stamp
 
 
 # ---- audit -----------------------------------------------------------------------------------------------

@@ -54,10 +54,23 @@ def robustness_cmd(
     try:
         conds = select_conditions(conditions)
         for model, label in zip(models, labels):
+            folder = target if len(models) == 1 else target / label
+            settings = {
+                "data": str(data),
+                "split": split,
+                "seed": seed,
+                "limit_per_class": limit_per_class,
+                "threshold_override": threshold,
+            }
+            done = _finished_sweep(folder, model, [c.name for c in conds], settings)
+            if done is not None and len(models) > 1:
+                log.info("%s: reusing the finished sweep in %s", model, folder)
+                results[label], metas[label] = done["rows"], done["meta"]
+                continue
             res = run_sweep(
                 model,
                 data,
-                target if len(models) == 1 else target / label,
+                folder,
                 split=split,
                 manifest=manifest,
                 conditions=conds,
@@ -79,6 +92,27 @@ def robustness_cmd(
         write_compare(results, target, metas)
         typer.echo(format_compare_table(results))
     typer.echo(f"-> {target}")
+
+
+def _finished_sweep(folder: Path, model: Path, conditions: list[str], settings: dict) -> dict | None:
+    """A sweep already written to ``folder`` for the same model file (unchanged since), data, split, seed and
+    conditions, so a multi-model comparison can be resumed or extended without re-scoring."""
+    import json
+
+    f = folder / "robustness.json"
+    if not f.is_file() or f.stat().st_mtime < model.stat().st_mtime:
+        return None
+    try:
+        done = json.loads(f.read_text())
+        meta, rows = done["meta"], done["rows"]
+    except (OSError, ValueError, KeyError):
+        return None
+    same = (
+        meta.get("model") == str(model)
+        and all(meta.get(k, "missing") == v for k, v in settings.items())
+        and [r["condition"] for r in rows] == conditions
+    )
+    return done if same else None
 
 
 def audit_cmd(

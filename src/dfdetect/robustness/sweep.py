@@ -188,6 +188,9 @@ def run_sweep(
         "n_images": len(labels),
         "skipped_files": skipped,
         "seed": seed,
+        "split": split,
+        "limit_per_class": limit_per_class,
+        "threshold_override": threshold,
     }
     out = write_sweep(rows, out_dir, meta)
     np.savez_compressed(
