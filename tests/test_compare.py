@@ -178,3 +178,93 @@ def test_int8_reports_speed_and_accuracy_change(compared, tiny_data):
     assert r["accuracy_change"] == r["int8"]["accuracy"] - r["fp32"]["accuracy"]
     assert 0.0 <= r["same_verdict"] <= 1.0
     assert "int8 - fp32" in format_int8_result(r)
+
+
+def test_variant_rows_checkpoints_and_ensembles(compared, tiny_data, tmp_path):
+    """Head variant and fusion rows trained here, a checkpoint row, a run row, and ensembles over two rows."""
+    from dfdetect.compare import run_comparison
+    from dfdetect.engine.checkpoint import load_checkpoint
+
+    out, _, _ = compared
+    cmp = tmp_path / "variants"
+    base = _base(tiny_data, cmp)
+    rows = ["tiny_efficientnet/attnpool", "fusion:tiny_efficientnet@48+tiny_mobilenetv3@40"]
+    state = run_comparison(
+        rows,
+        cmp,
+        base,
+        runs=[out / "runs" / MODELS[0]],
+        checkpoints=[("mnv3", out / "runs" / MODELS[1] / "best.pt")],
+        ensembles=["mean", "stacking"],
+        ensemble_of=[MODELS[0], "mnv3"],
+        **_fast(),
+    )
+    with open(cmp / "table.csv", newline="") as f:
+        table = {r["model"]: r for r in csv.DictReader(f)}
+    want = [MODELS[0], "mnv3", *rows, "ensemble-mean", "ensemble-stacking"]
+    assert list(table) == want
+    for name, r in table.items():
+        assert 0.0 <= float(r["accuracy"]) <= 1.0 and float(r["latency_torch_ms"]) > 0, name
+        assert r["latency_ort_ms"] != "", name  # fusion exports; ensembles run their members' graphs
+        assert r["test_images"] == table[MODELS[0]]["test_images"], name
+    # Each row is what it says: the head variant and the fusion model are rebuilt from their own checkpoints.
+    head_ckpt = load_checkpoint(state["models"][rows[0]]["checkpoint"])
+    assert head_ckpt["config"]["model"]["head"] == "attnpool"
+    fusion_ckpt = load_checkpoint(state["models"][rows[1]]["checkpoint"])
+    assert [m["input_size"][-1] for m in fusion_ckpt["data_config"]["members"]] == [48, 40]
+    ens = load_checkpoint(cmp / "ensembles" / "stacking.pt")
+    assert ens["kind"] == "ensemble" and len(ens["members"]) == 2
+    assert ens["fit"]["split_sha256"] == state["split_sha256"]
+    # Ensemble params = the members' sum; the torch latency is the ensemble module on packed inputs.
+    assert float(table["ensemble-mean"]["params_m"]) == pytest.approx(
+        float(table[MODELS[0]]["params_m"]) + float(table["mnv3"]["params_m"]), rel=1e-6
+    )
+    # The ensemble rows' test scores (combined from the members' test scores) are the ensemble file's own.
+    from dfdetect.engine.evaluate import evaluate_checkpoint
+
+    direct = evaluate_checkpoint(
+        cmp / "ensembles" / "stacking.pt",
+        tiny_data,
+        tmp_path / "ev",
+        "test",
+        cmp / "split.csv",
+        device="cpu",
+        workers=0,
+    )
+    assert float(table["ensemble-stacking"]["roc_auc"]) == pytest.approx(direct["roc_auc"], abs=1e-6)
+    assert float(table["ensemble-stacking"]["accuracy"]) == pytest.approx(direct["accuracy"], abs=1e-6)
+    md = (cmp / "table.md").read_text()
+    assert "| ensemble-stacking |" in md and "members' ONNX graphs" in md
+    assert (cmp / "pareto.png").stat().st_size > 1000
+    # Resume: nothing is retrained or refitted; a changed member list refits the ensembles.
+    mtime = (cmp / "ensembles" / "mean.pt").stat().st_mtime_ns
+    run_comparison(
+        rows,
+        cmp,
+        base,
+        runs=[out / "runs" / MODELS[0]],
+        checkpoints=[("mnv3", out / "runs" / MODELS[1] / "best.pt")],
+        ensembles=["mean", "stacking"],
+        ensemble_of=[MODELS[0], "mnv3"],
+        **_fast(),
+    )
+    assert (cmp / "ensembles" / "mean.pt").stat().st_mtime_ns == mtime
+
+
+def test_cli_compare_variant_flags(compared, tmp_path):
+    from dfdetect.cli import app
+
+    out, _, _ = compared
+    run = out / "runs" / MODELS[0]
+    ckpt = out / "runs" / MODELS[1] / "best.pt"
+    args = ["compare", "--runs", str(run), "--checkpoint", f"mnv3={ckpt}", "--ensembles", "weighted"]
+    args += ["--out", str(tmp_path / "c"), "--no-bench", "--manifest", str(out / "split.csv"), "--workers", "0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "| mnv3 |" in res.output and "| ensemble-weighted |" in res.output
+    bad = CliRunner().invoke(app, ["compare", "--checkpoint", "nopath", "--out", str(tmp_path / "d")])
+    assert bad.exit_code == 2 and "NAME=PATH" in bad.output
+    bad = CliRunner().invoke(
+        app, ["compare", "--models", "tiny_efficientnet/transformer", "--out", str(tmp_path / "e")]
+    )
+    assert bad.exit_code == 2 and "unknown head" in bad.output

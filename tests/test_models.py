@@ -115,3 +115,20 @@ def test_checkpoint_weights_source(tiny_run):
     assert all(torch.equal(v, ck["model"][k]) for k, v in m.state_dict().items())
     with pytest.raises(WeightsUnavailableError, match="not found"):
         create_model("tiny_efficientnet", weights=str(tiny_run / "nope.pt"))
+
+
+def test_fusion_names_in_the_table_and_factory():
+    """``fusion:A+B`` goes through the same name lookup and factory as a backbone."""
+    from dfdetect.models.fusion import FusionModel
+
+    spec = get_spec("fusion:tiny_efficientnet+tiny_mobilenetv3@40")
+    assert spec.name == "fusion:tiny_efficientnet+tiny_mobilenetv3@40" and not spec.paper
+    with pytest.raises(UnknownModelError, match="Did you mean 'tiny_efficientnet'"):
+        get_spec("fusion:tiny_efficientnt+tiny_mobilenetv3")
+    model = create_model("fusion:tiny_efficientnet@48+tiny_mobilenetv3@40", weights="none")
+    assert isinstance(model, FusionModel)
+    assert model(torch.rand(3, 3, 48, 48)).shape == (3, 2)
+    dc = data_config_for(model)
+    assert dc["input_size"] == [3, 48, 48] and [m["input_size"][-1] for m in dc["members"]] == [48, 40]
+    freeze_backbone(model, True)
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == {"head"}

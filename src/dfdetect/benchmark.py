@@ -155,25 +155,12 @@ def benchmark_model(
         model = model.to(memory_format=torch.contiguous_format)
     if onnx:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (optional extra)
         except ImportError:
             log.warning("onnxruntime not installed: pip install 'dfdetect[onnx]' to compare it")
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "m.onnx"
-                torch.onnx.export(
-                    model.cpu(),
-                    (torch.randn(1, 3, size, size),),
-                    str(path),
-                    input_names=["input"],
-                    output_names=["logits"],
-                    dynamic_axes={"input": {0: "batch"}},
-                    opset_version=17,
-                    dynamo=False,
-                )
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = threads or os.cpu_count() or 1
-                sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+                sess = ort_session_for_timing(model, size, Path(tmp) / "m.onnx", threads)
                 for b in batch_sizes:
                     xb = np.random.randn(b, 3, size, size).astype(np.float32)
                     times = _timeit(lambda xb=xb: sess.run(None, {"input": xb}), warmup, iters, min_seconds)
@@ -243,6 +230,26 @@ def format_model_result(r: dict[str, Any]) -> str:
             ratio = row["images_per_s"] / eager[row["batch"]]["images_per_s"]
             lines.append(f"onnxruntime / torch eager at batch {row['batch']}: {ratio:.2f}x throughput")
     return "\n".join(lines)
+
+
+def ort_session_for_timing(model: Any, size: int, path: Path, threads: int | None = None) -> Any:
+    """Export ``model`` (dynamic batch, input ``size`` px) to ``path`` and open an ONNX Runtime CPU session on it."""
+    import onnxruntime as ort
+    import torch
+
+    torch.onnx.export(
+        model.cpu(),
+        (torch.randn(1, 3, size, size),),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def _int8_items(checkpoint: Path, data: Path, manifest: str | Path | None, split: str) -> tuple[list, str]:

@@ -78,14 +78,23 @@ def models_cmd() -> None:
             f"{s.name:<22}{s.timm_name:<24}{'yes' if s.paper else '':<7}"
             f"{'yes' if s.offline_package else '':<18}{s.note}"
         )
+    typer.echo(
+        "\nAlso: any name with --head attention|attnpool|multiscale; two-backbone fusion as fusion:A+B "
+        "(sizes optional: fusion:efficientnet_lite0@320+mobilenetv2@384); ensembles via `dfdetect ensemble`."
+    )
 
 
 @app.command()
 def train(
     data: Path | None = typer.Option(None, "--data", "-d", help="Data folder: ROOT/{real,fake} or the 140k layout."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Backbone name (see `dfdetect models`)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Backbone name (see `dfdetect models`), or fusion:A+B (two-backbone fusion)."
+    ),
     weights: str | None = typer.Option(
-        None, "--weights", "-w", help="Initial weights: none | offline | hub | PATH to a checkpoint."
+        None,
+        "--weights",
+        "-w",
+        help="Initial weights: none | offline | hub | PATH to a checkpoint; fusion: also one per member (a,b).",
     ),
     offline_weights: bool = typer.Option(False, "--offline-weights", help="Shortcut for --weights offline."),
     pretrained: bool = typer.Option(False, "--pretrained", help="Shortcut for --weights hub (needs internet)."),
@@ -112,6 +121,12 @@ def train(
     drop_rate: float | None = typer.Option(None, help="Dropout before the dense layer."),
     head: str | None = typer.Option(
         None, "--head", help="Classifier head: linear | attention (CBAM) | attnpool | multiscale."
+    ),
+    freeze_backbone: bool = typer.Option(
+        False,
+        "--freeze-backbone",
+        "--freeze-members",
+        help="Train the head only for the whole run (backbone, or a fusion model's members, stay frozen).",
     ),
     threshold: str | None = typer.Option(None, help="Stored threshold: number | eer | f1 | fpr1 (on validation)."),
     val_fraction: float | None = typer.Option(None),
@@ -177,6 +192,7 @@ def train(
         ("model", "weights"): weights,
         ("model", "drop_rate"): drop_rate,
         ("model", "head"): head,
+        ("model", "freeze_backbone"): freeze_backbone or None,
         ("model", "img_size"): img_size,
         ("model", "resize_to"): resize,
         ("augment", "rotation"): rotation,
@@ -278,6 +294,7 @@ def predict(
         None, "--faces/--no-faces", help="Face mode: score each face (default: auto for large/non-square images)."
     ),
     min_face: int = typer.Option(40, help="Face mode: smallest face box (px) to detect."),
+    align: bool = typer.Option(True, "--align/--no-align", help="Face mode: level each face by its eyes."),
 ) -> None:
     """Score images: verdict and P(fake) per image. Exit code 1 when nothing could be scored."""
     _setup_logging()
@@ -292,7 +309,7 @@ def predict(
         else:  # face mode, forced or automatic (dfdetect.faces, docs/faces.md)
             from dfdetect.faces import predict_paths
 
-            preds = predict_paths(det, paths, faces=faces, threshold=threshold, min_face=min_face, **kw)
+            preds = predict_paths(det, paths, faces=faces, threshold=threshold, min_face=min_face, align=align, **kw)
     except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
         _fail(str(e))
     if csv_path:

@@ -11,8 +11,17 @@ scores every model on the same held-out test split, measures CPU speed with
   parameters, size, GFLOPs, batch-1 latency (ONNX Runtime and torch eager) and throughput;
 - ``pareto.png``: accuracy (or another metric) against latency, the Pareto front marked.
 
-No training or evaluation code lives here: it only orchestrates ``fit``, ``evaluate_checkpoint`` and
-``benchmark_model``.
+Rows can be: backbones trained here (``name``), head variants trained here (``name/attention``,
+``name/attnpool``, ``name/multiscale``), two-backbone fusion trained here (``fusion:A+B``), finished run folders
+(``runs``), single checkpoint files (``checkpoints``: NAME -> PATH, e.g. GPU-trained models) and ensembles
+(``ensembles``: mean | weighted | stacking over other rows, fitted on the shared split's validation rows with
+:func:`dfdetect.models.ensemble.build_ensemble`).
+
+No training or evaluation code lives here: it only orchestrates ``fit``, ``evaluate_checkpoint``,
+``build_ensemble`` and the timing helpers of :mod:`dfdetect.benchmark`. Every row is rebuilt from its checkpoint
+with ``model_from_checkpoint`` before timing, so head variants, fusion models and ensembles are timed as what
+they are. Latency is ONNX Runtime where the model exports (an ensemble: its members' ONNX graphs run one after
+the other, as a deployment would) and torch eager for every row.
 """
 
 from __future__ import annotations
@@ -149,6 +158,31 @@ def test_metrics(run_dir: Path, data: Path, manifest: Path, split_hash: str, dev
     return m
 
 
+def _timing_parts(ckpt: dict[str, Any], model: Any) -> list[tuple[Any, int]]:
+    """(module, input px) of what runs per image: the model itself, or an ensemble's members."""
+    if ckpt.get("kind") == "ensemble":
+        return [(m, int(dc["input_size"][-1])) for m, dc in zip(model.members, model.data_configs)]
+    return [(model, int(ckpt["data_config"]["input_size"][-1]))]
+
+
+def _ort_runner(parts: list[tuple[Any, int]], tmp: Path, threads: int | None, batch: int) -> Any:
+    """Export each part to ONNX and return a function that runs them all once on a random batch."""
+    import numpy as np
+
+    from dfdetect.benchmark import ort_session_for_timing
+
+    sessions = []
+    for i, (m, size) in enumerate(parts):
+        sess = ort_session_for_timing(m, size, tmp / f"part{i}.onnx", threads)
+        sessions.append((sess, np.random.randn(batch, 3, size, size).astype(np.float32)))
+
+    def run() -> None:
+        for sess, x in sessions:
+            sess.run(None, {"input": x})
+
+    return run
+
+
 def speed_figures(
     checkpoint: Path,
     bench: bool,
@@ -158,60 +192,155 @@ def speed_figures(
     warmup: int = 5,
     iters: int = 20,
 ) -> dict[str, Any]:
-    """Params, size, GFLOPs and (with ``bench``) CPU latency/throughput via ``benchmark_model``."""
-    from dfdetect.benchmark import benchmark_model, gflops_per_image
+    """Params, size, GFLOPs and (with ``bench``) CPU batch-1 latency and throughput, torch eager and ORT.
 
-    if not bench:
-        from dfdetect.engine.checkpoint import load_checkpoint
-        from dfdetect.models.factory import create_model
+    The model is rebuilt with ``model_from_checkpoint`` (heads, fusion and ensembles included). An ensemble's
+    GFLOPs are its members' sum, its torch figures time the ensemble module on packed inputs, and its ORT
+    figures time its members' ONNX graphs run one after the other.
+    """
+    import tempfile
 
-        ckpt = load_checkpoint(checkpoint)
-        try:
-            from dfdetect.models.factory import model_from_checkpoint
-        except ImportError:  # older factory: plain backbones only
-            model = create_model(ckpt["arch"], drop_rate=0.0)
-            model.load_state_dict(ckpt["model"], strict=False)
-        else:
-            model = model_from_checkpoint(ckpt)
-        model.eval()
-        size = int(ckpt["data_config"]["input_size"][-1])
-        params = sum(p.numel() for p in model.parameters())
-        return {
-            "params_m": params / 1e6,
-            "size_mb": params * 4 / 2**20,
-            "gflops": gflops_per_image(model, size),
-            "input_px": size,
-        }
     import torch
 
-    sizes = (1,) if batch <= 1 else (1, batch)
-    before = torch.get_num_threads()
-    try:
-        r = benchmark_model(
-            str(checkpoint), None, sizes, True, threads, "cpu", warmup=warmup, iters=iters, min_seconds=min_seconds
-        )
-    finally:
-        torch.set_num_threads(before)  # benchmark_model sets it process-wide; training after it keeps its own
+    from dfdetect.benchmark import _stats, _timeit, gflops_per_image, machine_info
+    from dfdetect.engine.checkpoint import load_checkpoint
+    from dfdetect.models.factory import model_from_checkpoint
 
-    def pick(key: str, b: int, field: str) -> float | None:
-        rows = [row for row in r.get(key, []) if row["batch"] == b]
-        return rows[0][field] if rows else None
-
-    return {
-        "params_m": r["params_m"],
-        "size_mb": r["size_mb_fp32"],
-        "gflops": r["gflops"],
-        "input_px": r["input"],
-        "latency_ort_ms": pick("onnxruntime", 1, "p50_ms"),
-        "latency_torch_ms": pick("torch_eager", 1, "p50_ms"),
-        "images_per_s_ort": pick("onnxruntime", max(sizes), "images_per_s"),
-        "images_per_s_torch": pick("torch_eager", max(sizes), "images_per_s"),
-        "bench_batch": max(sizes),
-        "machine": r["machine"],
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    parts = _timing_parts(ckpt, model)
+    params = sum(p.numel() for p in model.parameters())
+    flops = [gflops_per_image(m, size) for m, size in parts]
+    res: dict[str, Any] = {
+        "params_m": params / 1e6,
+        "size_mb": params * 4 / 2**20,
+        "gflops": None if any(f is None for f in flops) else sum(flops),
+        "input_px": int(ckpt["data_config"]["input_size"][-1]),
     }
+    if not bench:
+        return res
+    sizes = (1,) if batch <= 1 else (1, batch)
+    ensemble = ckpt.get("kind") == "ensemble"
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        eager = {}
+        for b in sizes:
+            if ensemble:
+                x = torch.randn(b, sum(3 * s * s for _, s in parts))
+            else:
+                x = torch.randn(b, 3, parts[0][1], parts[0][1])
+
+            def run(x=x) -> None:
+                with torch.inference_mode():
+                    model(x)
+
+            eager[b] = _stats(_timeit(run, warmup, iters, min_seconds), b)
+        ort_stats: dict[int, dict[str, float]] = {}
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            log.warning("onnxruntime not installed: no ORT latency (pip install 'dfdetect[onnx]')")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                for b in sizes:
+                    try:
+                        fn = _ort_runner(parts, Path(tmp), threads, b)
+                    except Exception as e:  # noqa: BLE001 - a model that does not export keeps its torch figures
+                        log.warning(
+                            "%s does not export to ONNX (%s: %s): torch latency only", checkpoint, type(e).__name__, e
+                        )
+                        ort_stats = {}
+                        break
+                    ort_stats[b] = _stats(_timeit(fn, warmup, iters, min_seconds), b)
+    finally:
+        torch.set_num_threads(before)  # training after timing keeps its own thread count
+    big = max(sizes)
+    res.update(
+        {
+            "latency_ort_ms": ort_stats[1]["p50_ms"] if 1 in ort_stats else None,
+            "latency_torch_ms": eager[1]["p50_ms"],
+            "images_per_s_ort": ort_stats[big]["images_per_s"] if big in ort_stats else None,
+            "images_per_s_torch": eager[big]["images_per_s"],
+            "bench_batch": big,
+            "ort_note": "members run one after the other" if ensemble and ort_stats else None,
+            "machine": machine_info(),
+        }
+    )
+    return res
 
 
 # --------------------------------------------------------------------------------------------- driver
+
+
+def parse_row(entry: str) -> tuple[str, str | None]:
+    """``--models`` entry -> (model name, head or None): ``name``, ``name/HEAD`` or ``fusion:A+B``."""
+    from dfdetect.models.heads import HEADS
+    from dfdetect.models.registry import get_spec
+
+    name, _, head = entry.partition("/")
+    get_spec(name)  # unknown names fail here, with the closest valid one
+    if head and head not in HEADS:
+        raise ValueError(f"unknown head {head!r} in {entry!r}; heads: {', '.join(HEADS)}")
+    return name, head or None
+
+
+def _folder_name(entry: str) -> str:
+    return entry.replace("/", "-").replace(":", "_")
+
+
+def checkpoint_test_metrics(
+    path: Path, name: str, data: Path, manifest: Path, split_hash: str, out: Path, device: str, workers: int
+) -> dict:
+    """A checkpoint file scored on the shared test split (a warning when it was trained on another split)."""
+    from dfdetect.engine.checkpoint import load_checkpoint
+    from dfdetect.engine.evaluate import evaluate_checkpoint
+
+    trained_on = load_checkpoint(path).get("split_sha256")
+    if trained_on not in (None, split_hash):
+        log.warning(
+            "%s (%s) was trained on another split (sha256 %s): some shared test images may be its training images",
+            name,
+            path,
+            str(trained_on)[:12],
+        )
+    m = evaluate_checkpoint(path, data, out, "test", manifest, device=device, workers=workers)
+    m["split_sha256"] = split_hash
+    return m
+
+
+def ensemble_test_metrics(checkpoint: Path, member_predictions: Sequence[str | Path], out: Path) -> dict:
+    """An ensemble's test metrics from its members' test predictions (``predictions.csv``), combined exactly as
+    ``EnsembleModel`` combines them (method, weights, intercept, threshold from the ensemble checkpoint)."""
+    import numpy as np
+
+    from dfdetect.engine.checkpoint import load_checkpoint
+    from dfdetect.engine.evaluate import write_eval_artifacts
+    from dfdetect.models.ensemble import combine
+
+    ckpt = load_checkpoint(checkpoint)
+    tables = []
+    for p in member_predictions:
+        with open(p, newline="") as f:
+            tables.append({r["path"]: (int(r["label"]), float(r["score"])) for r in csv.DictReader(f)})
+    paths = [p for p in tables[0] if all(p in t for t in tables[1:])]
+    if not paths:
+        raise ValueError(f"the members of {checkpoint} share no scored test images")
+    labels = np.array([tables[0][p][0] for p in paths])
+    scores = combine(
+        np.array([[t[p][1] for t in tables] for p in paths]), ckpt["method"], ckpt["weights"], ckpt["intercept"]
+    )
+    m = write_eval_artifacts(
+        labels,
+        scores,
+        paths,
+        float(ckpt["threshold"]),
+        out,
+        extra={"checkpoint": str(checkpoint), "arch": ckpt["arch"], "split": "test", "from": "members' test scores"},
+    )
+    m["out_dir"] = str(out)
+    return m
 
 
 def run_comparison(
@@ -227,8 +356,19 @@ def run_comparison(
     bench_iters: int = 20,
     pareto_metric: str = "accuracy",
     int8: bool = False,
+    checkpoints: Sequence[tuple[str, str | Path]] = (),
+    ensembles: Sequence[str] = (),
+    ensemble_of: Sequence[str] | None = None,
+    manifest: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train/evaluate/benchmark each model (resumably) and write the table and plot; returns the state."""
+    """Train/evaluate/benchmark each row (resumably) and write the table and plot; returns the state.
+
+    Rows, in this order: ``runs`` (finished run folders), ``checkpoints`` ((name, path) pairs), ``models``
+    (trained here; ``name``, ``name/HEAD`` or ``fusion:A+B``), then one ensemble per method in ``ensembles``
+    over the rows named in ``ensemble_of`` (default: every other row). ``manifest`` fixes the shared split.
+    """
+    from dfdetect.models.ensemble import METHODS
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = load_state(out)
@@ -236,6 +376,13 @@ def run_comparison(
     for r in run_dirs:
         if not run_is_finished(r):
             raise FileNotFoundError(f"{r} is not a finished run folder (needs best.pt and summary.json)")
+    ckpt_rows = [(str(n), Path(p)) for n, p in checkpoints]
+    for n, p in ckpt_rows:
+        if not p.is_file():
+            raise FileNotFoundError(f"checkpoint {p} (row {n!r}) not found")
+    for m in ensembles:
+        if m not in METHODS:
+            raise ValueError(f"ensemble method must be one of {', '.join(METHODS)}, not {m!r}")
 
     # Data root: --data, else the first given run's.
     if not base.data.root and run_dirs:
@@ -244,8 +391,10 @@ def run_comparison(
         raise ValueError("no data folder: pass --data (or --runs whose config names one)")
     data = Path(base.data.root)
 
-    # One split for everyone: the existing OUT/split.csv, else the first given run's, else a new one.
+    # One split for everyone: the existing OUT/split.csv, else --manifest, else the first given run's, else a new one.
     split_path = out / SPLIT_FILE
+    if not split_path.is_file() and manifest:
+        split_path.write_text(Path(manifest).read_text())
     if not split_path.is_file() and run_dirs and (run_dirs[0] / "split.csv").is_file():
         split_path.write_text((run_dirs[0] / "split.csv").read_text())
     split_path = make_shared_split(base, out)
@@ -254,6 +403,8 @@ def run_comparison(
     split_hash = manifest_hash(split_path)
     if state.get("split_sha256") not in (None, split_hash):
         raise ValueError(f"{split_path} changed since this comparison started; use a new --out")
+    if manifest and manifest_hash(manifest) != split_hash:
+        raise ValueError(f"--manifest {manifest} differs from this comparison's split {split_path}; use a new --out")
     state["split_sha256"] = split_hash
     state["split"] = str(split_path)
     recipe = base.to_dict()
@@ -263,47 +414,119 @@ def run_comparison(
     state.setdefault("recipe", recipe)
     save_state(out, state)
 
-    entries: list[tuple[str, Path, TrainConfig | None]] = []
+    # (name, kind, run dir or checkpoint, config for rows trained here)
+    entries: list[tuple[str, str, Path, TrainConfig | None]] = []
     for r in run_dirs:
-        entries.append((r.name, r, None))
-    for name in models:
+        entries.append((r.name, "run", r, None))
+    for n, p in ckpt_rows:
+        entries.append((n, "checkpoint", p, None))
+    for entry in models:
+        name, head = parse_row(entry)
         cfg = copy.deepcopy(base)
         cfg.model.name = name
+        if head:
+            cfg.model.head = head
+        if name.startswith("fusion:"):
+            # A fusion row takes its member sizes from its name or its members, not from --img-size.
+            cfg.model.img_size = cfg.model.resize_to = None
+            cfg.model.head = "linear"
         cfg.data.manifest = str(split_path)
         cfg.out = str(out / "runs")
-        cfg.name = name
-        entries.append((name, out / "runs" / name, cfg))
-    names = [n for n, _, _ in entries]
+        cfg.name = _folder_name(entry)
+        entries.append((entry, "train", out / "runs" / cfg.name, cfg))
+    singles = [n for n, _, _, _ in entries]
+    members = list(ensemble_of) if ensemble_of else list(singles)
+    unknown = [m for m in members if m not in singles]
+    if ensembles and unknown:
+        raise ValueError(f"--ensemble-of names rows that are not in this comparison: {unknown} (rows: {singles})")
+    if ensembles and len(members) < 2:
+        raise ValueError("an ensemble needs at least two member rows")
+    for method in ensembles:
+        entries.append((f"ensemble-{method}", "ensemble", out / "ensembles" / f"{method}.pt", None))
+    names = [n for n, _, _, _ in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique: {names}")
     state["order"] = list(dict.fromkeys(state.get("order", []) + names))
 
-    for i, (name, run_dir, cfg) in enumerate(entries, 1):
+    for i, (name, kind, where, cfg) in enumerate(entries, 1):
         entry = state["models"].setdefault(name, {})
-        if entry.get("status") == "done" and run_is_finished(Path(entry["run"])):
+        if _row_done(entry, kind, where, members):
             log.info("[%d/%d] %s: done already", i, len(entries), name)
             continue
         log.info("[%d/%d] %s", i, len(entries), name)
         t0 = time.perf_counter()
-        if cfg is not None:
-            entry.update({"status": "training", "run": str(run_dir)})
+        if kind in ("run", "train"):
+            run_dir = where
+            if cfg is not None:
+                entry.update({"status": "training", "run": str(run_dir), "kind": kind})
+                save_state(out, state)
+                run_dir = train_or_resume(cfg, run_dir)
+            entry.update({"status": "trained", "run": str(run_dir), "kind": kind})
             save_state(out, state)
-            run_dir = train_or_resume(cfg, run_dir)
-        entry.update({"status": "trained", "run": str(run_dir)})
-        save_state(out, state)
-        m = test_metrics(run_dir, data, split_path, split_hash, base.device, base.data.num_workers)
+            ckpt_path = run_dir / "best.pt"
+            m = test_metrics(run_dir, data, split_path, split_hash, base.device, base.data.num_workers)
+        else:
+            if kind == "ensemble":
+                from dfdetect.models.ensemble import build_ensemble
+
+                paths = [
+                    state["models"][n].get("checkpoint") or Path(state["models"][n]["run"]) / "best.pt" for n in members
+                ]
+                build_ensemble(
+                    paths,
+                    data,
+                    where,
+                    name.removeprefix("ensemble-"),
+                    split_path,
+                    base.threshold,
+                    base.device,
+                    base.batch_size,
+                    base.data.num_workers,
+                    stored_valid_scores=True,
+                )
+                entry["members"] = list(members)
+                # Test scores: the ensemble's combination of its members' test scores (no second inference pass).
+                m = ensemble_test_metrics(
+                    where,
+                    [
+                        state["models"][n].get("predictions")
+                        or Path(state["models"][n]["run"]) / "eval_test" / "predictions.csv"
+                        for n in members
+                    ],
+                    out / "eval" / _folder_name(name),
+                )
+                m["split_sha256"] = split_hash
+            else:
+                m = checkpoint_test_metrics(
+                    where,
+                    name,
+                    data,
+                    split_path,
+                    split_hash,
+                    out / "eval" / _folder_name(name),
+                    base.device,
+                    base.data.num_workers,
+                )
+            ckpt_path = where
+            entry.update({"status": "scored", "run": str(where), "kind": kind})
+        entry["checkpoint"] = str(ckpt_path)
+        entry["predictions"] = str(
+            Path(m["out_dir"]) / "predictions.csv"
+            if m.get("out_dir")
+            else Path(entry["run"]) / "eval_test/predictions.csv"
+        )
         entry["metrics"] = {
             k: m.get(k) for k in ("precision", "recall", "f1", "accuracy", "roc_auc", "eer", "threshold", "n")
         }
         entry["metrics"]["split_sha256"] = m.get("split_sha256")
         entry["speed"] = speed_figures(
-            run_dir / "best.pt", bench, bench_batch, bench_threads, bench_seconds, bench_warmup, bench_iters
+            ckpt_path, bench, bench_batch, bench_threads, bench_seconds, bench_warmup, bench_iters
         )
-        if int8:
+        if int8 and kind != "ensemble":
             from dfdetect.benchmark import benchmark_int8
 
             q = benchmark_int8(
-                run_dir / "best.pt", data, split_path, "test", bench_threads, bench_warmup, bench_iters, bench_seconds
+                ckpt_path, data, split_path, "test", bench_threads, bench_warmup, bench_iters, bench_seconds
             )
             entry["int8"] = {
                 "int8_latency_ms": q["int8"]["p50_ms"],
@@ -317,6 +540,17 @@ def run_comparison(
         write_outputs(out, state, pareto_metric)
     write_outputs(out, state, pareto_metric)
     return state
+
+
+def _row_done(entry: dict[str, Any], kind: str, where: Path, members: list[str]) -> bool:
+    """A row finished earlier (and, for an ensemble, over the same member rows)."""
+    if entry.get("status") != "done":
+        return False
+    if kind in ("run", "train"):
+        return run_is_finished(Path(entry["run"]))
+    if kind == "ensemble" and entry.get("members") != members:
+        return False
+    return Path(entry.get("checkpoint", where)).is_file()
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -369,6 +603,12 @@ def format_markdown(rows: list[dict[str, Any]], state: dict[str, Any]) -> str:
         notes.append(
             f"Latency: median of batch-1 runs on CPU ({machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
             f"torch {machine.get('torch', '?')}); images/s at batch {', '.join(map(str, batches))}."
+        )
+    ens = [(n, e) for n, e in state["models"].items() if e.get("kind") == "ensemble" and e.get("status") == "done"]
+    for n, e in ens:
+        notes.append(
+            f"{n}: over {', '.join(e.get('members', []))} (weights fitted on the validation split); "
+            "its ORT latency runs the members' ONNX graphs one after the other."
         )
     for r in rows:
         if r.get("int8_latency_ms") is not None:

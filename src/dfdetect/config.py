@@ -65,7 +65,7 @@ class AugmentConfig:
 @dataclass
 class ModelConfig:
     name: str = "efficientnet_lite0"
-    """Backbone name from `dfdetect models` (the name table)."""
+    """Backbone name from `dfdetect models` (the name table), or fusion:A+B (two-backbone fusion)."""
     weights: str = "none"
     """Initial weights: none (random), offline (ImageNet from pip packages), hub (timm download), or a path."""
     drop_rate: float = 0.2
@@ -76,6 +76,8 @@ class ModelConfig:
     """Resize the shorter side to this before cropping; default = img_size (no cropping loss)."""
     head: str = "linear"
     """Classifier head: linear (pooling + dense), attention (CBAM), attnpool (attention pooling) or multiscale."""
+    freeze_backbone: bool = False
+    """Keep the backbone (a fusion model's members) frozen for the whole run: every epoch trains the head only."""
 
 
 @dataclass

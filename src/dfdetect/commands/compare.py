@@ -1,4 +1,7 @@
-"""``dfdetect compare``: train (or take) several backbones under one recipe and one split; Table 1 + speed + plot.
+"""``dfdetect compare``: train (or take) several models under one recipe and one split; Table 1 + speed + plot.
+
+Rows: backbones, head variants (NAME/HEAD) and fusion models trained here, finished runs (--runs), checkpoint
+files (--checkpoint NAME=PATH) and ensembles of other rows (--ensembles mean,weighted,stacking).
 
 Writes OUT/table.md, OUT/table.csv, OUT/pareto.png, OUT/split.csv, OUT/runs/<model>/ and OUT/compare_state.json;
 rerunning the same command continues an interrupted comparison. Only typer and pathlib are imported at top level.
@@ -12,12 +15,32 @@ import typer
 
 
 def compare_cmd(
-    models: str = typer.Option("", "--models", "-m", help="Comma-separated backbone names to train (see `models`)."),
+    models: str = typer.Option(
+        "",
+        "--models",
+        "-m",
+        help="Comma-separated rows to train: NAME (see `models`), NAME/HEAD (attention | attnpool | multiscale) "
+        "or fusion:A+B.",
+    ),
     data: Path | None = typer.Option(None, "--data", "-d", help="Data folder (default: the first --runs' data)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder; rerun with the same one to resume."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML training recipe shared by all models."),
     runs: list[Path] | None = typer.Option(None, "--runs", help="Finished run folder(s) to include as they are."),
+    checkpoint: list[str] | None = typer.Option(
+        None, "--checkpoint", help="NAME=PATH: a trained checkpoint as a row (scored on the shared test split)."
+    ),
+    ensembles: str = typer.Option(
+        "", "--ensembles", help="Comma-separated ensemble rows over other rows: mean | weighted | stacking."
+    ),
+    ensemble_of: str = typer.Option(
+        "", "--ensemble-of", help="Comma-separated row names the ensembles combine (default: every other row)."
+    ),
+    manifest: Path | None = typer.Option(None, "--manifest", help="Split manifest (CSV) every row uses."),
     weights: str | None = typer.Option(None, "--weights", "-w", help="Initial weights: none | offline | hub."),
+    head: str | None = typer.Option(None, "--head", help="Head for every trained row without /HEAD (default linear)."),
+    freeze_backbone: bool = typer.Option(
+        False, "--freeze-backbone", "--freeze-members", help="Train rows' heads only (backbones/members stay frozen)."
+    ),
     epochs: int | None = typer.Option(None, help="Fine-tuning epochs (after warm-up)."),
     warmup_epochs: int | None = typer.Option(None, help="Head-only epochs with the backbone frozen."),
     batch_size: int | None = typer.Option(None, "--batch-size", "-b"),
@@ -38,23 +61,31 @@ def compare_cmd(
     metric: str = typer.Option("accuracy", help="Y axis of pareto.png: accuracy | roc_auc | f1."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Compare backbones: the paper's Table 1 (+ AUC, EER, size, GFLOPs, CPU latency) and an accuracy/latency plot."""
+    """Compare backbones and variants (heads, fusion, ensembles): Table 1 + AUC, EER, size, GFLOPs, latency; plot."""
     from dfdetect.cli import _fail, _setup_logging
 
     _setup_logging(verbose)
-    from dfdetect.compare import run_comparison
+    from dfdetect.compare import parse_row, run_comparison
     from dfdetect.config import TrainConfig
-    from dfdetect.models.registry import UnknownModelError, get_spec
+    from dfdetect.models.registry import UnknownModelError
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    if not names and not runs:
-        _fail("give --models a,b,c and/or --runs RUN_DIR")
+    rows: list[tuple[str, Path]] = []
+    for spec in checkpoint or []:
+        row, sep, path = spec.partition("=")
+        if not sep or not row or not path:
+            _fail(f"--checkpoint takes NAME=PATH, not {spec!r}")
+        rows.append((row.strip(), Path(path.strip())))
+    methods = [m.strip() for m in ensembles.split(",") if m.strip()]
+    members = [m.strip() for m in ensemble_of.split(",") if m.strip()] or None
+    if not names and not runs and not rows:
+        _fail("give --models a,b,c and/or --runs RUN_DIR and/or --checkpoint NAME=PATH")
     if metric not in ("accuracy", "roc_auc", "f1", "precision", "recall"):
         _fail(f"--metric must be accuracy, roc_auc, f1, precision or recall, not {metric!r}")
     try:
         for n in names:
-            get_spec(n)
-    except UnknownModelError as e:
+            parse_row(n)
+    except (UnknownModelError, ValueError) as e:
         _fail(str(e))
     cfg = TrainConfig.load_yaml(config) if config else TrainConfig()
     overrides = {
@@ -63,6 +94,8 @@ def compare_cmd(
         ("data", "num_workers"): workers,
         ("data", "split_seed"): split_seed,
         ("model", "weights"): weights,
+        ("model", "head"): head,
+        ("model", "freeze_backbone"): freeze_backbone or None,
         ("model", "img_size"): img_size,
         (None, "epochs"): epochs,
         (None, "warmup_epochs"): warmup_epochs,
@@ -88,6 +121,10 @@ def compare_cmd(
             bench_seconds=bench_seconds,
             pareto_metric=metric,
             int8=int8,
+            checkpoints=rows,
+            ensembles=methods,
+            ensemble_of=members,
+            manifest=manifest,
         )
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         _fail(str(e))

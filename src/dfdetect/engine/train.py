@@ -42,8 +42,8 @@ from dfdetect.engine import distributed as D
 from dfdetect.engine.checkpoint import load_checkpoint, save_checkpoint
 from dfdetect.engine.evaluate import autocast, write_eval_artifacts
 from dfdetect.metrics import choose_threshold, compute_metrics
-from dfdetect.models.factory import CLASSES, create_model, data_config_for, freeze_backbone
-from dfdetect.models.registry import get_spec
+from dfdetect.models.factory import CLASSES, create_model, data_config_for, freeze_backbone, model_from_checkpoint
+from dfdetect.models.registry import get_spec, is_fusion
 
 log = logging.getLogger(__name__)
 
@@ -300,12 +300,16 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
     if ctx.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
 
-    model = create_model(
-        cfg.model.name,
-        weights="none" if state else cfg.model.weights,
-        drop_rate=cfg.model.drop_rate,
-        head=cfg.model.head,
-    )
+    if state is not None and is_fusion(cfg.model.name):
+        # A fusion model's member preprocessing lives in its checkpoint's data config, not in its name alone.
+        model = model_from_checkpoint(state, drop_rate=cfg.model.drop_rate)
+    else:
+        model = create_model(
+            cfg.model.name,
+            weights="none" if state else cfg.model.weights,
+            drop_rate=cfg.model.drop_rate,
+            head=cfg.model.head,
+        )
     data_config = data_config_for(model, cfg.model.img_size, cfg.model.resize_to)
     if ctx.enabled and cfg.sync_bn and device.type == "cuda":
         from timm.layers import convert_sync_batchnorm
@@ -358,7 +362,9 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
     best_auc, best_loss, best_epoch, stale, start_epoch = -1.0, math.inf, 0, 0, 1
     bad_train: set[int] = set()
     bad_valid: set[int] = set()
-    phase = "warmup" if cfg.warmup_epochs > 0 else "finetune"
+    # --freeze-backbone: every epoch is a head-only ("warmup") epoch; the backbone never trains.
+    frozen_run = bool(cfg.model.freeze_backbone)
+    phase = "warmup" if cfg.warmup_epochs > 0 or frozen_run else "finetune"
     freeze_backbone(model, phase == "warmup")
     opt = _optimizer(model, cfg, phase)
     sched = _scheduler(opt, cfg, phase)
@@ -390,7 +396,7 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
 
     prev_best_vloss = min((h["valid_loss"] for h in history), default=math.nan)
     for epoch in range(start_epoch, total_epochs + 1):
-        if phase == "warmup" and epoch > cfg.warmup_epochs:
+        if phase == "warmup" and epoch > cfg.warmup_epochs and not frozen_run:
             phase = "finetune"
             freeze_backbone(model, False)
             opt = _optimizer(model, cfg, phase)
@@ -498,7 +504,7 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
         D.barrier(ctx)  # last.pt is complete before any rank can be stopped (and resumed) past this epoch
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
-        if phase == "finetune" and cfg.early_stopping and stale >= cfg.early_stopping:
+        if (phase == "finetune" or frozen_run) and cfg.early_stopping and stale >= cfg.early_stopping:
             log.info("early stopping: no better validation AUC for %d epochs (best epoch %d)", stale, best_epoch)
             break
 
@@ -563,8 +569,7 @@ def _finish(
     if ctx.enabled:
         summary["world_size"] = ctx.world_size
     if cfg.evaluate_test and by_split["test"]:
-        model = create_model(cfg.model.name, drop_rate=cfg.model.drop_rate, head=cfg.model.head)
-        model.load_state_dict(best["model"])
+        model = model_from_checkpoint(best, drop_rate=cfg.model.drop_rate)  # fusion: its members' preprocessing
         model.to(device)
         test_ds = _make_dataset(by_split["test"], cfg, eval_transform(best["data_config"]), best["data_config"])
         res = D.score_sharded(

@@ -174,6 +174,24 @@ def member_valid_scores(
     return res["labels"], scores, [ds.items[i].path for i in res["index"]]
 
 
+def _stored_valid_scores(
+    ckpt: dict[str, Any], items: list[Any], split_hash: str
+) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """A member's stored validation scores when they belong to exactly these valid rows, else None."""
+    vs = ckpt.get("valid_scores")
+    if not vs or ckpt.get("split_sha256") != split_hash:
+        return None
+    labels = [int(v) for v in vs["labels"]]
+    if labels != [int(it.label) for it in items]:
+        return None
+    scores = np.asarray(vs["scores"], dtype=np.float64)
+    t = float(ckpt.get("temperature", 1.0))
+    if t != 1.0:
+        z = np.log(np.clip(scores, _EPS, 1 - _EPS)) - np.log1p(-np.clip(scores, _EPS, 1 - _EPS))
+        scores = 1 / (1 + np.exp(-z / t))
+    return np.asarray(labels), scores, [it.path for it in items]
+
+
 def build_ensemble(
     checkpoints: list[str | Path],
     data: str | Path,
@@ -184,8 +202,15 @@ def build_ensemble(
     device: str = "auto",
     batch_size: int = 64,
     workers: int = 2,
+    stored_valid_scores: bool = False,
 ) -> dict[str, Any]:
-    """Fit (on the manifest's valid split) and save an ensemble checkpoint. Returns a summary dict."""
+    """Fit (on the manifest's valid split) and save an ensemble checkpoint. Returns a summary dict.
+
+    ``stored_valid_scores``: use a member's own ``valid_scores`` (written by ``train`` for its best epoch) instead
+    of scoring the validation split again, when it was trained on this split and its labels line up with the
+    manifest's valid rows (saves one inference pass per member; a GPU-trained member's stored scores come from
+    bf16 autocast, so they differ slightly from CPU fp32 scores).
+    """
     from dfdetect.data.datasets import manifest_hash, read_manifest
     from dfdetect.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from dfdetect.engine.evaluate import resolve_device
@@ -215,7 +240,12 @@ def build_ensemble(
     data = Path(data)
     cols, labels, order = [], None, None
     for p, c in zip(paths, ckpts):
-        y, s, files = member_valid_scores(c, data, items, dev, batch_size, workers)
+        stored = _stored_valid_scores(c, items, split_hash) if stored_valid_scores else None
+        if stored is not None:
+            log.info("member %s: using its stored validation scores", p)
+            y, s, files = stored
+        else:
+            y, s, files = member_valid_scores(c, data, items, dev, batch_size, workers)
         if order is None:
             labels, order = y, files
         elif files != order:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dfdetect.models.registry import ModelSpec, get_spec
+from dfdetect.models.registry import ModelSpec, get_spec, is_fusion
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,18 @@ def create_model(
 
     ``head``: linear (timm's pooling + dense) or a head from ``dfdetect.models.heads`` (attention, attnpool,
     multiscale) on the same backbone; ImageNet weights go into the backbone either way.
+
+    ``fusion:A+B`` names build a two-backbone fusion model (``dfdetect.models.fusion``); their ``weights`` may
+    also name one source per member (``offline,runs/mnv2/best.pt``).
     """
+    if is_fusion(name):
+        if head != "linear":
+            raise ValueError(
+                f"a fusion model has its own head (concatenated embeddings + dense); --head {head} does not apply"
+            )
+        from dfdetect.models.fusion import create_fusion
+
+        return create_fusion(name, weights, num_classes, drop_rate)
     if head != "linear":
         from dfdetect.models.heads import HeadedModel
 
@@ -128,6 +139,13 @@ def model_from_checkpoint(ckpt: dict[str, Any], drop_rate: float = 0.0) -> nn.Mo
         from dfdetect.models.ensemble import EnsembleModel
 
         return EnsembleModel.from_checkpoint(ckpt)
+    if is_fusion(ckpt["arch"]):
+        from dfdetect.models.fusion import from_checkpoint
+
+        try:
+            return from_checkpoint(ckpt, drop_rate)
+        except RuntimeError as e:  # load_state_dict: keys or shapes do not fit
+            raise ValueError(f"weights do not fit {ckpt['arch']}: {e}") from e
     model = create_model(ckpt["arch"], drop_rate=drop_rate, head=head_of(ckpt))
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
@@ -165,8 +183,21 @@ def data_config_for(model: nn.Module, img_size: int | None = None, resize_to: in
 
     ``crop_pct`` is 1.0 unless ``resize_to`` says otherwise: face crops are framed by the dataset,
     so cutting their borders away at test time (timm's 0.875) would differ from training.
+    A fusion model returns its own config (the image at the largest member size in [0, 1], members' configs
+    inside); its member sizes are set in its name (``fusion:a@320+b@384``), not by ``img_size``.
     """
     import timm
+
+    from dfdetect.models.fusion import FusionModel
+
+    if isinstance(model, FusionModel):
+        dc = model.data_config()
+        if (img_size and int(img_size) != dc["input_size"][-1]) or (resize_to and int(resize_to) != dc["resize"]):
+            raise ValueError(
+                "--img-size/--resize do not apply to a fusion model: give member sizes in its name, "
+                f"e.g. fusion:efficientnet_lite0@320+mobilenetv2@384 (this one takes {dc['input_size'][-1]} px)"
+            )
+        return dc
 
     cfg = timm.data.resolve_model_data_config(model)
     size = int(img_size or cfg["input_size"][-1])

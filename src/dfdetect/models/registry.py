@@ -76,8 +76,45 @@ def closest(name: str, choices: list[str]) -> str | None:
     return match[0] if match else None
 
 
+FUSION_PREFIX = "fusion:"
+
+
+def is_fusion(name: str) -> bool:
+    """A two-backbone fusion name: ``fusion:A+B`` (see ``dfdetect.models.fusion``)."""
+    return str(name).startswith(FUSION_PREFIX)
+
+
+def parse_fusion(name: str) -> list[tuple[str, int | None]]:
+    """``fusion:efficientnet_lite0@320+mobilenetv2`` -> [("efficientnet_lite0", 320), ("mobilenetv2", None)].
+
+    Each member is a name from the table, optionally with ``@SIZE`` (its input size in pixels).
+    """
+    if not is_fusion(name):
+        raise UnknownModelError(f"{name!r} is not a fusion name (fusion:A+B)")
+    parts = [p.strip() for p in name[len(FUSION_PREFIX) :].split("+")]
+    if len(parts) < 2 or not all(parts):
+        raise UnknownModelError(
+            f"a fusion name needs two or more members, e.g. fusion:efficientnet_lite0+mobilenetv2; got {name!r}"
+        )
+    out: list[tuple[str, int | None]] = []
+    for p in parts:
+        member, _, size = p.partition("@")
+        if size and not size.isdigit():
+            raise UnknownModelError(f"member size must be a number of pixels in {name!r} ({p!r})")
+        out.append((get_spec(member).name, int(size) if size else None))
+    return out
+
+
 def get_spec(name: str) -> ModelSpec:
-    """Look a backbone up by our name (or its timm name); unknown names list the valid ones."""
+    """Look a backbone up by our name (or its timm name); unknown names list the valid ones.
+
+    ``fusion:A+B`` names (two-backbone fusion) get a spec whose timm name lists the members' architectures.
+    """
+    if is_fusion(name):
+        members = [MODELS[m] for m, _ in parse_fusion(name)]
+        return ModelSpec(
+            name, "fusion(" + "+".join(m.timm_name for m in members) + ")", False, note="two-backbone fusion"
+        )
     if name in MODELS:
         return MODELS[name]
     for spec in _SPECS:
@@ -87,7 +124,7 @@ def get_spec(name: str) -> ModelSpec:
     msg = f"unknown model {name!r}."
     if hint:
         msg += f" Did you mean {hint!r}?"
-    msg += f" Valid names: {', '.join(MODELS)}"
+    msg += f" Valid names: {', '.join(MODELS)}, or fusion:A+B (two-backbone fusion)"
     raise UnknownModelError(msg)
 
 
