@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # With/without JPEG+blur augmentation, everything else equal: two short fine-tunes of the shipped detector
 # (same weights, split, seed, steps and learning rate; only the augmentation config differs), then the
-# robustness sweep on the test split for both and one side-by-side table. CPU-sized (about 30-40 min on
-# 2 cores); raise STEPS/EPOCHS on a GPU.
+# robustness sweep on the test split for both and one side-by-side table (finished sweeps are reused on a
+# rerun). CPU-sized: about 2 h on a shared 2-core machine (~0.3-0.4 training images/s at 320 px under load);
+# minutes on a GPU (add --device cuda, raise STEPS/EPOCHS).
 #   DATA=../shared/data/faces140k-subset OUTDIR=runs/aug_pair scripts/robustness_aug_pair.sh
 set -eu
 DATA=${DATA:-../shared/data/faces140k-subset}
