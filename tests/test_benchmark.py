@@ -25,3 +25,19 @@ def test_static_int8_needs_a_train_split(tiny_run, tiny_data, tmp_path):
         benchmark_int8(loose, tiny_data, mode="static", iters=1, min_seconds=0.01)
     with pytest.raises(ValueError, match="dynamic or static"):
         benchmark_int8(tiny_run / "best.pt", tiny_data, mode="fp8", iters=1, min_seconds=0.01)
+
+
+def test_benchmark_times_the_checkpoints_own_head(tiny_data, tmp_path):
+    """A head variant is timed with its head (more parameters than the plain backbone), loaded strictly."""
+    from dfdetect.benchmark import benchmark_model
+    from dfdetect.engine.train import fit
+
+    from .conftest import tiny_config
+
+    cfg = tiny_config(tiny_data, tmp_path, epochs=1, warmup_epochs=0, evaluate_test=False)
+    cfg.model.head = "attention"
+    run = fit(cfg)
+    plain = benchmark_model("tiny_efficientnet", 48, (1,), False, 1, "cpu", warmup=1, iters=2, min_seconds=0.01)
+    head = benchmark_model(str(run / "best.pt"), None, (1,), False, 1, "cpu", warmup=1, iters=2, min_seconds=0.01)
+    assert head["params_m"] > plain["params_m"]
+    assert head["input"] == 48 and head["torch_eager"][0]["images_per_s"] > 0

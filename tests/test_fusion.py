@@ -191,6 +191,9 @@ def test_ensemble_cli_then_evaluate_and_predict(members, tiny_data, tmp_path):
     # One ONNX graph cannot hold members with different preprocessing: export refuses, naming the fix.
     r = runner.invoke(app, ["export", str(out), "--out", str(tmp_path / "ens.onnx")])
     assert r.exit_code == 2 and "ensemble" in r.output and not (tmp_path / "ens.onnx").exists()
+    # benchmark times one network: it names the command that times an ensemble's members
+    r = runner.invoke(app, ["benchmark", str(out), "--batch-sizes", "1", "--min-seconds", "0.01"])
+    assert r.exit_code == 2 and "compare" in r.output
 
 
 # ---- two-backbone fusion ---------------------------------------------------------------------------------------

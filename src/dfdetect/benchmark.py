@@ -96,7 +96,7 @@ def benchmark_model(
     import torch
 
     from dfdetect.engine.checkpoint import load_checkpoint
-    from dfdetect.models.factory import create_model, data_config_for
+    from dfdetect.models.factory import create_model, data_config_for, model_from_checkpoint
     from dfdetect.models.registry import MODELS
 
     if threads:
@@ -106,8 +106,13 @@ def benchmark_model(
 
         path = Path(model_ref) if model_ref else DEFAULT_WEIGHTS
         ckpt = load_checkpoint(path)
-        model = create_model(ckpt["arch"], drop_rate=0.0)
-        model.load_state_dict(ckpt["model"], strict=False)
+        if ckpt.get("kind") == "ensemble":
+            raise ValueError(
+                f"{path} is an ensemble: benchmark times one network. Time each member, or let compare time them in "
+                "sequence: dfdetect compare --checkpoint A=a.pt --checkpoint B=b.pt --ensembles mean ..."
+            )
+        # the checkpoint's own model (head variant, fusion member sizes), loaded strictly
+        model = model_from_checkpoint(ckpt)
         arch, size = ckpt["arch"], int(ckpt["data_config"]["input_size"][-1])
         size = img_size or size
     else:

@@ -34,9 +34,11 @@ def benchmark_cmd(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sizes = tuple(int(b) for b in batch_sizes.split(",") if b.strip())
-    out = {
-        "model": benchmark_model(model, img_size, sizes, onnx, threads, device, min_seconds=min_seconds),
-    }
+    try:
+        out = {"model": benchmark_model(model, img_size, sizes, onnx, threads, device, min_seconds=min_seconds)}
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     if scan:
         out["scan"] = benchmark_scan(scan, model if model and Path(model).exists() else None)
     if cold_start:
