@@ -189,16 +189,14 @@ def test_variant_rows_checkpoints_and_ensembles(compared, tiny_data, tmp_path):
     cmp = tmp_path / "variants"
     base = _base(tiny_data, cmp)
     rows = ["tiny_efficientnet/attnpool", "fusion:tiny_efficientnet@48+tiny_mobilenetv3@40"]
-    state = run_comparison(
-        rows,
-        cmp,
-        base,
+    variants = dict(
         runs=[out / "runs" / MODELS[0]],
         checkpoints=[("mnv3", out / "runs" / MODELS[1] / "best.pt")],
         ensembles=["mean", "stacking"],
         ensemble_of=[MODELS[0], "mnv3"],
         **_fast(),
     )
+    state = run_comparison(rows, cmp, base, **variants)
     with open(cmp / "table.csv", newline="") as f:
         table = {r["model"]: r for r in csv.DictReader(f)}
     want = [MODELS[0], "mnv3", *rows, "ensemble-mean", "ensemble-stacking"]
@@ -238,16 +236,7 @@ def test_variant_rows_checkpoints_and_ensembles(compared, tiny_data, tmp_path):
     assert (cmp / "pareto.png").stat().st_size > 1000
     # Resume: nothing is retrained or refitted; a changed member list refits the ensembles.
     mtime = (cmp / "ensembles" / "mean.pt").stat().st_mtime_ns
-    run_comparison(
-        rows,
-        cmp,
-        base,
-        runs=[out / "runs" / MODELS[0]],
-        checkpoints=[("mnv3", out / "runs" / MODELS[1] / "best.pt")],
-        ensembles=["mean", "stacking"],
-        ensemble_of=[MODELS[0], "mnv3"],
-        **_fast(),
-    )
+    run_comparison(rows, cmp, base, **variants)
     assert (cmp / "ensembles" / "mean.pt").stat().st_mtime_ns == mtime
 
 

@@ -201,14 +201,21 @@ def data_config_for(model: nn.Module, img_size: int | None = None, resize_to: in
 
     cfg = timm.data.resolve_model_data_config(model)
     size = int(img_size or cfg["input_size"][-1])
-    resize = int(resize_to or size)
+    return plain_data_config({**cfg, "input_size": [3, size, size], "resize": int(resize_to or size)})
+
+
+def plain_data_config(dc: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing keys a checkpoint stores (JSON-friendly): square input, resize side, crop_pct,
+    interpolation, mean/std; ``resize`` defaults to the input size."""
+    size = int(dc["input_size"][-1])
+    resize = int(dc.get("resize", size))
     return {
         "input_size": [3, size, size],
         "resize": resize,
         "crop_pct": size / resize,
-        "interpolation": str(cfg.get("interpolation", "bicubic")),
-        "mean": [float(x) for x in cfg["mean"]],
-        "std": [float(x) for x in cfg["std"]],
+        "interpolation": str(dc.get("interpolation", "bicubic")),
+        "mean": [float(v) for v in dc["mean"]],
+        "std": [float(v) for v in dc["std"]],
     }
 
 

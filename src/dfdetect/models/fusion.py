@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dfdetect.models.factory import plain_data_config
+from dfdetect.models.heads import HeadSurface
 from dfdetect.models.registry import is_fusion, parse_fusion
 
 log = logging.getLogger(__name__)
@@ -74,21 +76,7 @@ class FusionHead(nn.Module):
         return x if pre_logits else self.fc(self.drop(x))
 
 
-def plain_data_config(dc: dict[str, Any]) -> dict[str, Any]:
-    """A member data config with only the preprocessing keys (JSON-friendly)."""
-    size = int(dc["input_size"][-1])
-    resize = int(dc.get("resize", size))
-    return {
-        "input_size": [3, size, size],
-        "resize": resize,
-        "crop_pct": size / resize,
-        "interpolation": str(dc.get("interpolation", "bicubic")),
-        "mean": [float(v) for v in dc["mean"]],
-        "std": [float(v) for v in dc["std"]],
-    }
-
-
-class FusionModel(nn.Module):
+class FusionModel(HeadSurface, nn.Module):
     """Backbones without classifiers (pooled embeddings), per-branch preprocessing, one head on the concatenation."""
 
     def __init__(
@@ -149,17 +137,6 @@ class FusionModel(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        """The fusion head: what the head-only phase (frozen members) trains."""
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.fc = nn.Linear(self.head.fc.in_features, num_classes)
 
 
 # ---- building ------------------------------------------------------------------------------------------

@@ -90,7 +90,26 @@ def _feature_dicts(backbone: nn.Module) -> list[dict[str, Any]]:
     return [dict(d) for d in (info if isinstance(info, (list, tuple)) else info.get_dicts())]
 
 
-class HeadedModel(nn.Module):
+class HeadSurface:
+    """timm's classifier surface for models whose ``self.head`` (ending in ``fc``) is the trainable head:
+    ``forward``, ``get_classifier`` (what the head-only warm-up / frozen-member phase trains), ``reset_classifier``.
+    Subclasses provide ``forward_features`` and ``forward_head``."""
+
+    head: nn.Module
+    num_classes: int
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))  # type: ignore[attr-defined]
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.fc = nn.Linear(self.head.fc.in_features, num_classes)
+
+
+class HeadedModel(HeadSurface, nn.Module):
     """A timm backbone (classifier and pooling removed) + one of the heads above."""
 
     def __init__(self, backbone: nn.Module, head: str, num_classes: int = 2, drop_rate: float = 0.2):
@@ -136,14 +155,3 @@ class HeadedModel(nn.Module):
             maps = [self._tapped.pop(n) for n in self._taps]
             return self.head(maps + [x], pre_logits=pre_logits)
         return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        """The whole head (attention layers + dense): what the head-only warm-up trains."""
-        return self.head
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.fc = nn.Linear(self.head.fc.in_features, num_classes)
