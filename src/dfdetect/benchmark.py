@@ -134,6 +134,7 @@ def benchmark_model(
         "torch_eager": [],
         "torch_channels_last": [],
         "onnxruntime": [],
+        "openvino": [],
     }
     model.to(dev)
     for b in batch_sizes:
@@ -170,8 +171,17 @@ def benchmark_model(
                     xb = np.random.randn(b, 3, size, size).astype(np.float32)
                     times = _timeit(lambda xb=xb: sess.run(None, {"input": xb}), warmup, iters, min_seconds)
                     result["onnxruntime"].append(_stats(times, b))
+                if _installed("openvino"):
+                    from dfdetect.inference import _OpenVinoBackend
+
+                    # one call per batch (chunk = batch) so the rows compare with ONNX Runtime's
+                    ov = _OpenVinoBackend(Path(tmp) / "m.onnx", threads=threads, chunk=max(batch_sizes))
+                    for b in batch_sizes:
+                        xb = np.random.randn(b, 3, size, size).astype(np.float32)
+                        times = _timeit(lambda xb=xb: ov.logits(xb), warmup, iters, min_seconds)
+                        result["openvino"].append(_stats(times, b))
     if result["gflops"]:
-        for key in ("torch_eager", "torch_channels_last", "onnxruntime"):
+        for key in ("torch_eager", "torch_channels_last", "onnxruntime", "openvino"):
             for row in result[key]:
                 row["gflop_per_s"] = result["gflops"] * row["images_per_s"]
     return result
@@ -201,6 +211,12 @@ def benchmark_scan(
     }
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def benchmark_cold_start(image: str | Path, model: str | None = None, runs: int = 3) -> dict[str, Any]:
     """Wall time of a fresh ``dfdetect predict IMAGE`` process (interpreter start and model load included)."""
     cmd = [sys.executable, "-m", "dfdetect", "predict", str(image)] + (["--model", str(model)] if model else [])
@@ -222,18 +238,19 @@ def format_model_result(r: dict[str, Any]) -> str:
         f"torch {m['torch']} | mode torch.inference_mode",
         f"{'runtime':<22}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'img/s':>10}{'GFLOP/s':>10}",
     ]
-    for key in ("torch_eager", "torch_channels_last", "onnxruntime"):
-        for row in r[key]:
+    for key in ("torch_eager", "torch_channels_last", "onnxruntime", "openvino"):
+        for row in r.get(key, []):
             gfs = f"{row['gflop_per_s']:.1f}" if "gflop_per_s" in row else "n/a"
             lines.append(
                 f"{key:<22}{row['batch']:>6}{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}"
                 f"{row['images_per_s']:>10.1f}{gfs:>10}"
             )
     eager = {row["batch"]: row for row in r["torch_eager"]}
-    for row in r["onnxruntime"]:
-        if row["batch"] in eager:
-            ratio = row["images_per_s"] / eager[row["batch"]]["images_per_s"]
-            lines.append(f"onnxruntime / torch eager at batch {row['batch']}: {ratio:.2f}x throughput")
+    for key in ("onnxruntime", "openvino"):
+        for row in r.get(key, []):
+            if row["batch"] in eager:
+                ratio = row["images_per_s"] / eager[row["batch"]]["images_per_s"]
+                lines.append(f"{key} / torch eager at batch {row['batch']}: {ratio:.2f}x throughput")
     return "\n".join(lines)
 
 

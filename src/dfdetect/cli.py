@@ -287,7 +287,9 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write results to this CSV file."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    backend: str = typer.Option("auto", help="auto | torch | onnx (auto: ONNX Runtime on CPU when available)."),
+    backend: str = typer.Option(
+        "auto", help="auto | torch | onnx | openvino (auto, on CPU: OpenVINO, else ONNX Runtime, when installed)."
+    ),
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(2, help="Decoding threads (0 = decode in the main thread)."),
     faces: bool | None = typer.Option(

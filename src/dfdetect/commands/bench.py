@@ -12,10 +12,13 @@ def benchmark_cmd(
     model: str = typer.Argument(None, help="Model name from `dfdetect models` or a checkpoint (default: shipped)."),
     img_size: int = typer.Option(None, help="Input size (default: the model's own)."),
     batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
-    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also time ONNX Runtime."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also time ONNX Runtime (and OpenVINO when installed)."),
     threads: int = typer.Option(None, help="Intra-op threads (default: all cores)."),
     device: str = typer.Option("cpu", help="cpu | cuda"),
     scan: Path = typer.Option(None, help="Also time `predict` over this folder, end to end."),
+    scan_backends: str = typer.Option(
+        "auto", help="With --scan: comma-separated backends to time (auto | torch | onnx | openvino)."
+    ),
     cold_start: Path = typer.Option(None, help="Also time a fresh `dfdetect predict IMAGE` process."),
     min_seconds: float = typer.Option(2.0, help="Time each setting at least this long."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -27,7 +30,7 @@ def benchmark_cmd(
     ),
     manifest: Path = typer.Option(None, help="With --int8-data: split manifest (default: the model's own split)."),
 ) -> None:
-    """Measure speed: torch eager vs ONNX Runtime side by side, batch-1 latency p50/p95, throughput."""
+    """Measure speed: torch eager vs ONNX Runtime vs OpenVINO side by side, batch-1 latency p50/p95, throughput."""
     import logging
 
     from dfdetect.benchmark import benchmark_cold_start, benchmark_model, benchmark_scan, format_model_result
@@ -40,7 +43,12 @@ def benchmark_cmd(
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     if scan:
-        out["scan"] = benchmark_scan(scan, model if model and Path(model).exists() else None)
+        ref = model if model and Path(model).exists() else None
+        try:
+            out["scan"] = [benchmark_scan(scan, ref, backend=b.strip()) for b in scan_backends.split(",") if b.strip()]
+        except (ValueError, ImportError) as e:
+            typer.secho(f"error: --scan: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
     if cold_start:
         out["cold_start"] = benchmark_cold_start(cold_start, model if model and Path(model).exists() else None)
     if int8_data:
@@ -57,8 +65,7 @@ def benchmark_cmd(
         typer.echo(json.dumps(out, indent=2))
         return
     typer.echo(format_model_result(out["model"]))
-    if scan:
-        s = out["scan"]
+    for s in out.get("scan", []):
         typer.echo(
             f"scan {s['folder']}: {s['images']} images in {s['seconds']:.2f} s = {s['images_per_s']:.1f} images/s "
             f"({s['backend']}, batch {s['batch_size']}, {s['workers']} decode threads, model {s['model']})"

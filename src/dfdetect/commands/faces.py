@@ -17,7 +17,7 @@ def faces_cmd(
     threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
     min_face: int = typer.Option(40, help="Smallest face box (px) to detect."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
-    backend: str = typer.Option("auto", help="auto | torch | onnx"),
+    backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
     align: bool = typer.Option(True, "--align/--no-align", help="Level the eyes before cropping (docs/faces.md)."),
 ) -> None:
     """Find every face, score each with training-matched framing; the most suspicious face decides per image."""
@@ -62,7 +62,7 @@ def video_cmd(
     threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
     min_face: int = typer.Option(40, help="Smallest face box (px) to detect."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per video."),
-    backend: str = typer.Option("auto", help="auto | torch | onnx"),
+    backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
     align: bool = typer.Option(True, "--align/--no-align", help="Level the eyes before cropping (docs/faces.md)."),
 ) -> None:
     """Score videos: face mode on frames sampled at --fps; per video the mean/max face score and fake-frame share."""

@@ -34,7 +34,7 @@ def robustness_cmd(
     limit_per_class: int | None = typer.Option(None, help="At most N images per class (quick runs)."),
     threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
     device: str = typer.Option("cpu", help="cpu | cuda"),
-    backend: str = typer.Option("auto", help="auto | torch | onnx"),
+    backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(2, help="Threads for decoding and perturbing."),
     seed: int = typer.Option(0, help="Base seed for the noise conditions."),

@@ -41,7 +41,7 @@ def serve(
         None, "--store-images", help="Keep a copy of every scored image in this folder (off by default: privacy)."
     ),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    backend: str = typer.Option("auto", help="auto | torch | onnx"),
+    backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
     max_batch: int = typer.Option(16, help="Micro-batching: most images scored in one forward pass."),
     max_wait_ms: float = typer.Option(2.0, help="Micro-batching: how long a request waits for company."),
     threads: int = typer.Option(

@@ -426,7 +426,7 @@ class ExplainRunner:
 
 
 def set_threads(detector: Any, threads: int) -> None:
-    """Intra-op threads for inference: torch's process-wide setting, or a new ONNX Runtime session."""
+    """Intra-op threads for inference: torch's process-wide setting, or a new ONNX Runtime / OpenVINO session."""
     if detector.backend.name == "torch":
         import torch
 
@@ -435,6 +435,10 @@ def set_threads(detector: Any, threads: int) -> None:
         from dfdetect.inference import _OnnxBackend
 
         detector.backend = _OnnxBackend(Path(detector.source), threads=threads)
+    elif detector.backend.name == "openvino":
+        from dfdetect.inference import _OpenVinoBackend
+
+        detector.backend = _OpenVinoBackend(Path(detector.source), threads=threads)
     log.info("inference uses %d thread(s)", threads)
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 class ModelInfo(BaseModel):
     id: str = Field(description="Model id (architecture + weights hash), as in `predict` output.")
     arch: str
-    backend: str = Field(description="torch or onnxruntime")
+    backend: str = Field(description="torch, onnxruntime or openvino")
     device: str
     threshold: float = Field(description="Stored decision threshold: fake when P(fake) >= threshold.")
     input_size: list[int] | None = Field(None, description="(channels, height, width) the model sees.")
