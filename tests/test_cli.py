@@ -215,4 +215,4 @@ def test_openvino_backend_matches_torch(tiny_run, tiny_data, tmp_path):
         Detector.load(tiny_run / "best.pt", backend="openvino")
     args = ["predict", str(tiny_data / "real"), "--model", str(onnx_path), "--backend", "openvino", "--json"]
     r = runner.invoke(app, args)
-    assert r.exit_code == 0 and r.stdout.count('"model": "%s"' % v.model_id) == len(pv)
+    assert r.exit_code == 0 and r.stdout.count(f'"model": "{v.model_id}"') == len(pv)

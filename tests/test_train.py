@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,43 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "x.pt")
+
+
+def test_teacher_sees_the_student_batch_as_its_own_preprocessing(tiny_run, tiny_data):
+    """A student batch (other size, other normalisation) re-rendered for the teacher gives the teacher's own
+    scores: what distillation's soft targets rest on."""
+    from PIL import Image
+
+    from dfdetect import Detector
+    from dfdetect.data.preprocess import preprocess
+    from dfdetect.engine.distill import Teachers
+
+    det = Detector.load(tiny_run / "best.pt", device="cpu")
+    teachers = Teachers([tiny_run / "best.pt"])
+    files = sorted((tiny_data / "real").glob("real_*.jpg"))[:4]
+    imgs = [Image.open(f).convert("RGB").resize((48, 48)) for f in files]  # teacher input size: no resampling
+    student_dc = dict(det.data_config, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    batch = torch.from_numpy(np.stack([preprocess(im, student_dc) for im in imgs]))
+    got = teachers.probs(batch, student_dc)[:, 1].numpy()
+    want = np.array([det.score_image(im) for im in imgs])
+    assert np.allclose(got, want, atol=1e-4)
+    # a 64 px student batch is resized to the teacher's 48 px: scores stay close to the teacher's own
+    big = torch.from_numpy(
+        np.stack([preprocess(im.resize((64, 64)), dict(student_dc, input_size=[3, 64, 64], resize=64)) for im in imgs])
+    )
+    assert np.abs(teachers.probs(big, student_dc)[:, 1].numpy() - want).max() < 0.1
+
+
+def test_distillation_run(tiny_run, tiny_data, tmp_path):
+    cfg = tiny_config(
+        tiny_data, tmp_path, teacher=[str(tiny_run / "best.pt")], distill_alpha=0.7, epochs=1, warmup_epochs=0
+    )
+    cfg.model.img_size = cfg.model.resize_to = 40  # student smaller than its 48 px teacher
+    cfg.augment.mixup = 0.2
+    run = fit(cfg)
+    best = load_checkpoint(run / "best.pt")
+    assert best["data_config"]["input_size"] == [3, 40, 40]
+    assert best["config"]["teacher"] == [str(tiny_run / "best.pt")] and best["config"]["distill_alpha"] == 0.7
+    assert (run / "eval_test" / "metrics.json").is_file()
+    with pytest.raises(ValueError, match="distill_alpha"):
+        fit(tiny_config(tiny_data, tmp_path, teacher=[str(tiny_run / "best.pt")], distill_alpha=1.5, name="bad"))

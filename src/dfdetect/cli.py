@@ -118,6 +118,11 @@ def train(
     mixup: float | None = typer.Option(None, help="MixUp alpha (0 = off)."),
     cutmix: float | None = typer.Option(None, help="CutMix alpha (0 = off)."),
     ema: float | None = typer.Option(None, help="Weight EMA decay, e.g. 0.998 (0 = off)."),
+    teacher: list[Path] | None = typer.Option(
+        None, "--teacher", help="Distil from this checkpoint (repeat for an ensemble of teachers; mean of P)."
+    ),
+    distill_alpha: float | None = typer.Option(None, help="Weight of the distillation loss (0-1)."),
+    distill_temperature: float | None = typer.Option(None, help="Softmax temperature for distillation."),
     drop_rate: float | None = typer.Option(None, help="Dropout before the dense layer."),
     head: str | None = typer.Option(
         None, "--head", help="Classifier head: linear | attention (CBAM) | attnpool | multiscale."
@@ -203,6 +208,9 @@ def train(
         ("augment", "mixup"): mixup,
         ("augment", "cutmix"): cutmix,
         (None, "ema"): ema,
+        (None, "teacher"): [str(t) for t in teacher] if teacher else None,
+        (None, "distill_alpha"): distill_alpha,
+        (None, "distill_temperature"): distill_temperature,
         (None, "epochs"): epochs,
         (None, "warmup_epochs"): warmup_epochs,
         (None, "batch_size"): batch_size,

@@ -101,6 +101,12 @@ class TrainConfig:
     """Decay of an exponential moving average of the weights, evaluated and saved instead (0 = off)."""
     label_smoothing: float = 0.0
     """Cross-entropy label smoothing."""
+    teacher: list[str] = field(default_factory=list)
+    """Knowledge distillation: trained checkpoints whose mean prediction the student also learns (none = off)."""
+    distill_alpha: float = 0.5
+    """With teachers: weight of the distillation loss; the label cross-entropy gets 1 - alpha."""
+    distill_temperature: float = 1.0
+    """With teachers: softmax temperature of the distillation loss."""
     scheduler: str = "plateau"
     """LR schedule: plateau (reduce on validation-loss plateau, as in the paper) or cosine."""
     plateau_factor: float = 0.5

@@ -131,13 +131,17 @@ def train_one_epoch(
     step0=0,
     ctx: D.DistContext | None = None,
     net=None,
+    teachers=None,
+    data_config=None,
 ):
     """One pass over ``loader``; returns (mean loss, accuracy, images, bad indices), summed over all ranks.
 
     ``model`` is the plain module (EMA, BN modes); ``net`` the one to train through (its DDP wrapper, or
-    ``model``). Under DDP each rank's loss is its per-sample sum scaled by world_size / global images, so the
-    averaged gradient is the mean over the global batch even when unreadable files make shards uneven, and a
-    rank whose shard of a step is empty still joins the gradient all-reduce (with a zero loss).
+    ``model``). ``teachers`` (``engine.distill.Teachers``) add a distillation term on the same augmented
+    batch; ``data_config`` is the student's (the teachers undo its normalisation). Under DDP each rank's loss
+    is its per-sample sum scaled by world_size / global images, so the averaged gradient is the mean over the
+    global batch even when unreadable files make shards uneven, and a rank whose shard of a step is empty still
+    joins the gradient all-reduce (with a zero loss).
     """
     ctx = ctx or D.DistContext()
     net = net if net is not None else model
@@ -172,6 +176,12 @@ def train_one_epoch(
             logits = net(images)
             # An empty shard (all its files unreadable) still takes part in the all-reduce, with zero gradient.
             loss = logits.float().sum() * 0.0 if len(y) == 0 else loss_fn(logits.float(), target)
+        if teachers is not None and len(y):
+            from dfdetect.engine.distill import distill_loss
+
+            kd = distill_loss(logits, teachers.probs(images, data_config), cfg.distill_temperature)
+            # distill_loss is a batch mean; under DDP the label loss is a per-sample sum
+            loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * (kd * len(y) if ctx.enabled else kd)
         opt.zero_grad(set_to_none=True)
         (loss * (ctx.world_size / global_n) if ctx.enabled else loss).backward()
         opt.step()
@@ -393,6 +403,13 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
         if state is not None and "ema" in state:
             ema.module.load_state_dict(state["ema"])
     net = _wrap_ddp(model, ctx, device)
+    teachers = None
+    if cfg.teacher:
+        from dfdetect.engine.distill import Teachers
+
+        if not 0.0 <= cfg.distill_alpha <= 1.0 or cfg.distill_temperature <= 0:
+            raise ValueError("distill_alpha must be in [0, 1] and distill_temperature > 0")
+        teachers = Teachers(cfg.teacher, cfg.distill_temperature).to(device)
 
     prev_best_vloss = min((h["valid_loss"] for h in history), default=math.nan)
     for epoch in range(start_epoch, total_epochs + 1):
@@ -427,6 +444,8 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
             step0=(epoch - 1) * len(loader),
             ctx=ctx,
             net=net,
+            teachers=teachers,
+            data_config=data_config,
         )
         bad_train.update(bad)
         train_seconds = time.perf_counter() - t0
