@@ -41,3 +41,29 @@ def test_benchmark_times_the_checkpoints_own_head(tiny_data, tmp_path):
     head = benchmark_model(str(run / "best.pt"), None, (1,), False, 1, "cpu", warmup=1, iters=2, min_seconds=0.01)
     assert head["params_m"] > plain["params_m"]
     assert head["input"] == 48 and head["torch_eager"][0]["images_per_s"] > 0
+
+
+def test_benchmark_cli_times_each_backend_and_scan(tiny_run, tiny_data, tmp_path):
+    """`dfdetect benchmark` rows for every installed runtime, and one folder scan per requested backend."""
+    import json
+
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes((tiny_run / "best.pt").read_bytes())
+    args = ["benchmark", str(ckpt), "--batch-sizes", "1,3", "--min-seconds", "0.01", "--json"]
+    scan = ["--scan", str(tiny_data / "real"), "--scan-backends", "openvino,onnx"]
+    r = CliRunner().invoke(app, [*args, *scan])
+    assert r.exit_code == 2 and "dfdetect export" in r.output  # the fast backends need the exported model
+    assert CliRunner().invoke(app, ["export", str(ckpt)]).exit_code == 0  # writes best.onnx beside it
+    r = CliRunner().invoke(app, [*args, *scan])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout[r.stdout.index("{") :])
+    for key in ("torch_eager", "onnxruntime", "openvino"):
+        assert [row["batch"] for row in out["model"][key]] == [1, 3], key
+    n_files = len(list((tiny_data / "real").iterdir()))  # unreadable files are reported too
+    assert [(s["backend"], s["images"]) for s in out["scan"]] == [("openvino", n_files), ("onnxruntime", n_files)]

@@ -45,8 +45,12 @@ def benchmark_cmd(
     if scan:
         ref = model if model and Path(model).exists() else None
         try:
-            out["scan"] = [benchmark_scan(scan, ref, backend=b.strip()) for b in scan_backends.split(",") if b.strip()]
-        except (ValueError, ImportError) as e:
+            out["scan"] = [
+                benchmark_scan(scan, _scan_model(ref, b.strip()), b.strip())
+                for b in scan_backends.split(",")
+                if b.strip()
+            ]
+        except (ValueError, ImportError, FileNotFoundError) as e:
             typer.secho(f"error: --scan: {e}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
     if cold_start:
@@ -77,6 +81,16 @@ def benchmark_cmd(
     if cold_start:
         c = out["cold_start"]
         typer.echo(f"cold start `{c['command']}`: median {c['median_s']:.2f} s over {c['runs']} runs")
+
+
+def _scan_model(ref: str | None, backend: str) -> str | None:
+    """The file a scan on ``backend`` loads: ONNX backends use the checkpoint's export beside it."""
+    if ref is None or backend not in ("onnx", "openvino") or Path(ref).suffix == ".onnx":
+        return ref
+    exported = Path(ref).with_suffix(".onnx")
+    if not exported.is_file():
+        raise ValueError(f"a {backend} scan needs the exported model {exported}: dfdetect export {ref}")
+    return str(exported)
 
 
 def register(app: typer.Typer) -> None:
