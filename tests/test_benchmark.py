@@ -67,3 +67,14 @@ def test_benchmark_cli_times_each_backend_and_scan(tiny_run, tiny_data, tmp_path
         assert [row["batch"] for row in out["model"][key]] == [1, 3], key
     n_files = len(list((tiny_data / "real").iterdir()))  # unreadable files are reported too
     assert [(s["backend"], s["images"]) for s in out["scan"]] == [("openvino", n_files), ("onnxruntime", n_files)]
+
+
+def test_benchmark_an_exported_model(tiny_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from dfdetect.benchmark import benchmark_model, format_model_result
+    from dfdetect.export import export_onnx
+
+    export_onnx(tiny_run / "best.pt", tmp_path / "m.onnx")
+    r = benchmark_model(str(tmp_path / "m.onnx"), None, (1, 2), warmup=1, iters=2, min_seconds=0.01)
+    assert r["input"] == 48 and not r["torch_eager"] and [row["batch"] for row in r["onnxruntime"]] == [1, 2]
+    assert "onnxruntime" in format_model_result(r)

@@ -101,6 +101,8 @@ def benchmark_model(
 
     if threads:
         torch.set_num_threads(threads)
+    if model_ref is not None and Path(model_ref).suffix == ".onnx":
+        return _benchmark_onnx_file(Path(model_ref), batch_sizes, threads, warmup, iters, min_seconds)
     if model_ref is None or Path(model_ref).suffix in (".pt", ".safetensors") or model_ref not in MODELS:
         from dfdetect.inference import DEFAULT_WEIGHTS
 
@@ -187,6 +189,38 @@ def benchmark_model(
     return result
 
 
+def _benchmark_onnx_file(
+    path: Path, batch_sizes: tuple[int, ...], threads: int | None, warmup: int, iters: int, min_seconds: float
+) -> dict[str, Any]:
+    """An exported model as it ships: ONNX Runtime and (when installed) OpenVINO rows; no torch rows."""
+    from dfdetect.inference import Detector, _OnnxBackend, _OpenVinoBackend
+
+    det = Detector.load(path, backend="onnx")
+    size = int(det.data_config["input_size"][-1])
+    result: dict[str, Any] = {
+        "model": f"{det.arch} ({path.name})",
+        "input": size,
+        "params_m": None,
+        "size_mb_fp32": path.stat().st_size / 2**20,
+        "gflops": None,
+        "device": "cpu",
+        "machine": machine_info(),
+        "torch_eager": [],
+        "torch_channels_last": [],
+        "onnxruntime": [],
+        "openvino": [],
+    }
+    runtimes = [("onnxruntime", lambda: _OnnxBackend(path, threads=threads))]
+    if _installed("openvino"):
+        runtimes.append(("openvino", lambda: _OpenVinoBackend(path, threads=threads, chunk=max(batch_sizes))))
+    for key, make in runtimes:
+        be = make()
+        for b in batch_sizes:
+            xb = np.random.randn(b, 3, size, size).astype(np.float32)
+            result[key].append(_stats(_timeit(lambda xb=xb, be=be: be.logits(xb), warmup, iters, min_seconds), b))
+    return result
+
+
 def benchmark_scan(
     folder: str | Path, model: str | None = None, backend: str = "auto", batch_size: int = 32, workers: int = 2
 ) -> dict[str, Any]:
@@ -231,9 +265,9 @@ def benchmark_cold_start(image: str | Path, model: str | None = None, runs: int 
 def format_model_result(r: dict[str, Any]) -> str:
     m = r["machine"]
     gf = f"{r['gflops']:.2f}" if r["gflops"] else "n/a"
+    params = f"{r['params_m']:.2f} M" if r["params_m"] is not None else "n/a"
     lines = [
-        f"model {r['model']} @ {r['input']} px | params {r['params_m']:.2f} M | {r['size_mb_fp32']:.1f} MB fp32 | "
-        f"{gf} GFLOPs/image",
+        f"model {r['model']} @ {r['input']} px | params {params} | {r['size_mb_fp32']:.1f} MB fp32 | {gf} GFLOPs/image",
         f"device {r['device']} | {m['cpu']} | {m['cores']} cores | torch threads {m['torch_threads']} | "
         f"torch {m['torch']} | mode torch.inference_mode",
         f"{'runtime':<22}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'img/s':>10}{'GFLOP/s':>10}",
