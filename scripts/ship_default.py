@@ -1,9 +1,10 @@
-"""Package a trained checkpoint as the shipped default detector (src/dfdetect/weights/).
+"""Package a trained checkpoint as a shipped detector (src/dfdetect/weights/): ``default`` or ``fast``.
 
-Writes default.safetensors (fp16 weights + metadata), default.onnx (for the fast CPU path), split.csv
+Writes NAME.safetensors (fp16 weights + metadata), NAME.onnx (for the fast CPU path), split.csv
 (the manifest it was trained/validated/tested on); picks the decision threshold on the VALIDATION
 scores stored in the checkpoint; checks fp16 vs fp32 scores agree within 1e-3 on real images.
     python scripts/ship_default.py CKPT --manifest runs/x/split.csv --data ../shared/data/faces140k-subset
+    python scripts/ship_default.py CKPT --name fast ...   # the 256 px variant (`--model fast`)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--threshold", default="eer", help="rule on validation scores: eer | f1 | fpr1 | number")
     ap.add_argument("--version", default="v1")
+    ap.add_argument("--name", default="default", choices=["default", "fast"], help="which shipped model to write")
     a = ap.parse_args()
     ckpt = load_checkpoint(a.checkpoint)
     vs = ckpt.get("valid_scores")
@@ -38,15 +40,17 @@ def main() -> None:
     ckpt["threshold"] = choose_threshold(vs["labels"], vs["scores"], a.threshold)
     ckpt["threshold_rule"] = f"{a.threshold} on the validation split ({len(vs['labels'])} images)"
     digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in ckpt["model"].values())).hexdigest()[:10]
-    ckpt["model_id"] = f"dfdetect-default-{a.version}-{ckpt['arch']}-{digest}"
+    ckpt["model_id"] = f"dfdetect-{a.name}-{a.version}-{ckpt['arch']}-{digest}"
     WEIGHTS.mkdir(parents=True, exist_ok=True)
     lines = a.manifest.read_text().splitlines()
     rows = [x for x in lines if not x.startswith("#")]
-    (WEIGHTS / "split.csv").write_text(
-        "\n".join([f"# root: {a.data}"] + rows) + "\n"  # relative to the repo root, where the README runs
-    )
+    manifest = "\n".join([f"# root: {a.data}"] + rows) + "\n"  # relative to the repo root, where the README runs
+    existing = (WEIGHTS / "split.csv").read_text().splitlines() if (WEIGHTS / "split.csv").is_file() else None
+    if existing is not None and [x for x in existing if not x.startswith("#")] != rows:
+        raise SystemExit("the shipped models share one split: this checkpoint's manifest differs from split.csv")
+    (WEIGHTS / "split.csv").write_text(manifest)
     ckpt["split_sha256"] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
-    out = save_safetensors(ckpt, WEIGHTS / "default.safetensors", half=True)
+    out = save_safetensors(ckpt, WEIGHTS / f"{a.name}.safetensors", half=True)
     # fp16 storage must not change verdicts: compare against the fp32 checkpoint on real files.
     fp32 = create_model(ckpt["arch"], drop_rate=0.0)
     fp32.load_state_dict(ckpt["model"], strict=False)
@@ -55,8 +59,13 @@ def main() -> None:
     files = sorted(a.data.glob("*/*.jpg"))[:: max(1, len(list(a.data.glob("*/*.jpg"))) // 40)][:40]
     diffs = [abs(ref.score_image(open_image(f)) - shipped.score_image(open_image(f))) for f in files]
     print(f"fp16 vs fp32 max |P(fake) diff| over {len(files)} images: {max(diffs):.2e}")
-    assert max(diffs) < 1e-3
-    res = export_onnx(out, WEIGHTS / "default.onnx")
+    if max(diffs) >= 1e-3:  # the issue's bound for fp16 storage: keep fp32 rather than move scores
+        print("fp16 storage moves scores by >= 1e-3: storing fp32")
+        out = save_safetensors(ckpt, WEIGHTS / f"{a.name}.safetensors", half=False)
+        shipped = Detector.load(out, device="cpu", backend="torch")
+        diffs = [abs(ref.score_image(open_image(f)) - shipped.score_image(open_image(f))) for f in files]
+        assert max(diffs) < 1e-5, max(diffs)
+    res = export_onnx(out, WEIGHTS / f"{a.name}.onnx")
     print(f"onnx max |logit diff| vs torch: {res['max_abs_diff']:.2e}")
     print(
         json.dumps(
@@ -64,7 +73,7 @@ def main() -> None:
         )
     )
     mb = 2**20
-    onnx_mb = (WEIGHTS / "default.onnx").stat().st_size / mb
+    onnx_mb = (WEIGHTS / f"{a.name}.onnx").stat().st_size / mb
     print(f"size: {out.stat().st_size / mb:.1f} MB safetensors, {onnx_mb:.1f} MB onnx")
 
 

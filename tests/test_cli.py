@@ -216,3 +216,19 @@ def test_openvino_backend_matches_torch(tiny_run, tiny_data, tmp_path):
     args = ["predict", str(tiny_data / "real"), "--model", str(onnx_path), "--backend", "openvino", "--json"]
     r = runner.invoke(app, args)
     assert r.exit_code == 0 and r.stdout.count(f'"model": "{v.model_id}"') == len(pv)
+
+
+@pytest.mark.parametrize("name,size", [("default", 320), ("fast", 256)])
+def test_shipped_models_get_the_examples_right(name, size):
+    """The packaged detectors, by name, on the README's examples (test-split images neither trained on)."""
+    from pathlib import Path
+
+    from dfdetect import Detector
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    det = Detector.load(name)
+    assert det.data_config["input_size"] == [3, size, size] and det.model_id.startswith(f"dfdetect-{name}-")
+    preds = det.predict(examples)
+    assert len(preds) == 6 and all(p.label == Path(p.path).parent.name for p in preds), preds
+    r = runner.invoke(app, ["predict", str(examples), "--model", name, "--json"])
+    assert r.exit_code == 0 and r.stdout.count(det.model_id) == 6

@@ -237,7 +237,7 @@ def test_cli_methods_and_exit_codes(tiny_run, tiny_data, tmp_path):
 def test_cli_missing_default_model(tiny_data, tmp_path, monkeypatch):
     import dfdetect.inference
 
-    monkeypatch.setattr(dfdetect.inference, "DEFAULT_WEIGHTS", tmp_path / "none.safetensors")
+    monkeypatch.setattr(dfdetect.inference, "WEIGHTS_DIR", tmp_path)  # an installation without weights
     img = sorted((tiny_data / "fake").glob("fake_*.jpg"))[0]
     r = runner.invoke(app, ["explain", str(img), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--model" in r.output

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
 DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
+SHIPPED = ("default", "fast")
+"""Models inside the package, by name: ``default`` (320 px, the most accurate single model) and ``fast``
+(the same network fine-tuned at the data's native 256 px: 0.64x the FLOPs). Model cards: weights/MODEL_CARD.md."""
 
 
 @dataclass
@@ -172,24 +175,27 @@ class Detector:
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None, device: str = "auto", backend: str = "auto") -> Detector:
-        """Load a model. ``path``: a .pt checkpoint, .safetensors, or .onnx; default: the shipped detector.
+        """Load a model. ``path``: a .pt checkpoint, .safetensors, or .onnx, or the name of a shipped model
+        (``default``, ``fast``); None = ``default``.
 
         ``backend``: auto (for .onnx files, and for the shipped model on CPU: OpenVINO when installed, else ONNX
         Runtime when installed; PyTorch otherwise), torch, onnx (ONNX Runtime) or openvino.
         """
         if backend not in ("auto", "torch", *ONNX_BACKENDS):
             raise ValueError(f"backend must be auto, torch, onnx or openvino, not {backend!r}")
-        if path is None:
-            if not DEFAULT_WEIGHTS.is_file():
-                raise FileNotFoundError(f"the default detector {DEFAULT_WEIGHTS} is missing from this installation")
+        name = "default" if path is None else str(path)
+        if name in SHIPPED and not Path(name).exists():
+            weights, onnx = WEIGHTS_DIR / f"{name}.safetensors", WEIGHTS_DIR / f"{name}.onnx"
+            if not weights.is_file():
+                raise FileNotFoundError(f"the shipped {name!r} detector {weights} is missing from this installation")
             want_onnx = backend in ONNX_BACKENDS or (
                 backend == "auto"
                 and device in ("auto", "cpu")
-                and DEFAULT_ONNX.is_file()
+                and onnx.is_file()
                 and (_installed("openvino") or _installed("onnxruntime"))
                 and not _cuda_wanted(device)
             )
-            path = DEFAULT_ONNX if want_onnx else DEFAULT_WEIGHTS
+            path = onnx if want_onnx else weights
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"model file {path} not found")
