@@ -43,10 +43,18 @@ def test_benchmark_times_the_checkpoints_own_head(tiny_data, tmp_path):
     assert head["input"] == 48 and head["torch_eager"][0]["images_per_s"] > 0
 
 
+def _benchmark_json(*args: str):
+    """`dfdetect benchmark ... --json` in a child process (OpenVINO is never loaded beside the suite's torch)."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "dfdetect", "benchmark", *args, "--json"], capture_output=True, text=True)
+    return r, (json.loads(r.stdout[r.stdout.index("{") :]) if r.returncode == 0 else None)
+
+
 def test_benchmark_cli_times_each_backend_and_scan(tiny_run, tiny_data, tmp_path):
     """`dfdetect benchmark` rows for every installed runtime, and one folder scan per requested backend."""
-    import json
-
     pytest.importorskip("onnxruntime")
     pytest.importorskip("openvino")
     from typer.testing import CliRunner
@@ -55,14 +63,13 @@ def test_benchmark_cli_times_each_backend_and_scan(tiny_run, tiny_data, tmp_path
 
     ckpt = tmp_path / "best.pt"
     ckpt.write_bytes((tiny_run / "best.pt").read_bytes())
-    args = ["benchmark", str(ckpt), "--batch-sizes", "1,3", "--min-seconds", "0.01", "--json"]
+    args = [str(ckpt), "--batch-sizes", "1,3", "--min-seconds", "0.01"]
     scan = ["--scan", str(tiny_data / "real"), "--scan-backends", "openvino,onnx"]
-    r = CliRunner().invoke(app, [*args, *scan])
-    assert r.exit_code == 2 and "dfdetect export" in r.output  # the fast backends need the exported model
+    r, _ = _benchmark_json(*args, *scan)
+    assert r.returncode == 2 and "dfdetect export" in r.stderr  # the fast backends need the exported model
     assert CliRunner().invoke(app, ["export", str(ckpt)]).exit_code == 0  # writes best.onnx beside it
-    r = CliRunner().invoke(app, [*args, *scan])
-    assert r.exit_code == 0, r.output
-    out = json.loads(r.stdout[r.stdout.index("{") :])
+    r, out = _benchmark_json(*args, *scan)
+    assert r.returncode == 0, r.stderr[-2000:]
     for key in ("torch_eager", "onnxruntime", "openvino"):
         assert [row["batch"] for row in out["model"][key]] == [1, 3], key
     n_files = len(list((tiny_data / "real").iterdir()))  # unreadable files are reported too
@@ -71,10 +78,10 @@ def test_benchmark_cli_times_each_backend_and_scan(tiny_run, tiny_data, tmp_path
 
 def test_benchmark_an_exported_model(tiny_run, tmp_path):
     pytest.importorskip("onnxruntime")
-    from dfdetect.benchmark import benchmark_model, format_model_result
     from dfdetect.export import export_onnx
 
     export_onnx(tiny_run / "best.pt", tmp_path / "m.onnx")
-    r = benchmark_model(str(tmp_path / "m.onnx"), None, (1, 2), warmup=1, iters=2, min_seconds=0.01)
-    assert r["input"] == 48 and not r["torch_eager"] and [row["batch"] for row in r["onnxruntime"]] == [1, 2]
-    assert "onnxruntime" in format_model_result(r)
+    r, out = _benchmark_json(str(tmp_path / "m.onnx"), "--batch-sizes", "1,2", "--min-seconds", "0.01")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = out["model"]
+    assert m["input"] == 48 and not m["torch_eager"] and [row["batch"] for row in m["onnxruntime"]] == [1, 2]

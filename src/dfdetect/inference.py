@@ -1,9 +1,10 @@
 """The Python API for scoring images: ``Detector.load().predict(paths)`` -> list of ``Prediction``.
 
 Three backends behind one class: PyTorch (any checkpoint from ``dfdetect train`` or shipped safetensors;
-needed for CAMs), and for ``.onnx`` files from ``dfdetect export`` OpenVINO or ONNX Runtime: the fast paths on
-CPUs, which never import torch, so a cold ``dfdetect predict one.jpg`` stays quick. OpenVINO is preferred when
-installed (faster than ONNX Runtime on the 2-core reference CPU: ``dfdetect benchmark`` times both).
+needed for CAMs), and for ``.onnx`` files from ``dfdetect export`` ONNX Runtime (the automatic choice) or
+OpenVINO (``backend="openvino"``: faster on the 2-core reference CPU, ``dfdetect benchmark`` times both; not
+automatic yet because loading it beside torch in one long-lived process crashed our test suite at random).
+Neither imports torch, so a cold ``dfdetect predict one.jpg`` stays quick.
 Preprocessing always comes from the model's stored data config (``dfdetect.data.preprocess``), never from
 ImageNet defaults. The same ``Prediction`` shape serves the CLI (table, JSON lines, CSV) and the REST API.
 """
@@ -127,10 +128,18 @@ class _OpenVinoBackend:
         core = ov.Core()
         self.ov_model = core.read_model(str(path))
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1}
+        self.core = core
         self.compiled = core.compile_model(self.ov_model, "CPU", config)
         self.chunk = max(1, chunk)
         self.device = "cpu"
-        self._local = threading.local()  # an infer request is not thread-safe; the REST API scores from threads
+        # One request behind a lock: a request is not thread-safe (the REST API scores from threads), and a
+        # single owner lets __del__ release request -> compiled model -> core in that order.
+        self._lock = threading.Lock()
+        self._request = self.compiled.create_infer_request()
+
+    def __del__(self) -> None:
+        for name in ("_request", "compiled", "ov_model", "core"):
+            self.__dict__.pop(name, None)
 
     def metadata(self) -> str | None:
         if not self.ov_model.has_rt_info(["framework", "dfdetect"]):
@@ -138,11 +147,11 @@ class _OpenVinoBackend:
         return str(self.ov_model.get_rt_info(["framework", "dfdetect"]).astype(str))
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        req = getattr(self._local, "request", None)
-        if req is None:
-            req = self._local.request = self.compiled.create_infer_request()
-        # copy: the request reuses its output buffer on the next call
-        outs = [np.array(req.infer({0: batch[i : i + self.chunk]})[0]) for i in range(0, len(batch), self.chunk)]
+        with self._lock:  # copy: the request reuses its output buffer on the next call
+            outs = [
+                np.array(self._request.infer({0: batch[i : i + self.chunk]})[0], copy=True)
+                for i in range(0, len(batch), self.chunk)
+            ]
         return np.concatenate(outs)
 
 
@@ -178,8 +187,8 @@ class Detector:
         """Load a model. ``path``: a .pt checkpoint, .safetensors, or .onnx, or the name of a shipped model
         (``default``, ``fast``); None = ``default``.
 
-        ``backend``: auto (for .onnx files, and for the shipped model on CPU: OpenVINO when installed, else ONNX
-        Runtime when installed; PyTorch otherwise), torch, onnx (ONNX Runtime) or openvino.
+        ``backend``: auto (ONNX Runtime for .onnx files, and for the shipped models on CPU when onnxruntime is
+        installed; PyTorch otherwise), torch, onnx (ONNX Runtime) or openvino (an .onnx file or a shipped model).
         """
         if backend not in ("auto", "torch", *ONNX_BACKENDS):
             raise ValueError(f"backend must be auto, torch, onnx or openvino, not {backend!r}")
@@ -192,7 +201,7 @@ class Detector:
                 backend == "auto"
                 and device in ("auto", "cpu")
                 and onnx.is_file()
-                and (_installed("openvino") or _installed("onnxruntime"))
+                and _installed("onnxruntime")
                 and not _cuda_wanted(device)
             )
             path = onnx if want_onnx else weights
@@ -202,9 +211,7 @@ class Detector:
         if path.suffix == ".onnx":
             if backend == "torch":
                 raise ValueError("an .onnx file runs on the onnx backend only; pass a .pt/.safetensors for torch")
-            if backend == "auto":
-                backend = "openvino" if _installed("openvino") else "onnx"
-            return cls._load_onnx(path, backend)
+            return cls._load_onnx(path, "openvino" if backend == "openvino" else "onnx")
         if backend in ONNX_BACKENDS:
             raise ValueError(f"{path} is a PyTorch checkpoint; export it first: dfdetect export {path}")
         return cls._load_torch(path, device)
