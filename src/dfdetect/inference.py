@@ -210,7 +210,7 @@ class Detector:
             raise FileNotFoundError(f"model file {path} not found")
         if path.suffix == ".onnx":
             if backend == "torch":
-                raise ValueError("an .onnx file runs on the onnx backend only; pass a .pt/.safetensors for torch")
+                raise ValueError("an .onnx file runs on onnx or openvino; pass a .pt/.safetensors for torch")
             return cls._load_onnx(path, "openvino" if backend == "openvino" else "onnx")
         if backend in ONNX_BACKENDS:
             raise ValueError(f"{path} is a PyTorch checkpoint; export it first: dfdetect export {path}")
