@@ -21,6 +21,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+RUNTIMES = ("torch_eager", "torch_channels_last", "onnxruntime", "openvino")
+"""Row lists of a benchmark record, in print order."""
+
 
 def machine_info() -> dict[str, Any]:
     import torch
@@ -125,19 +128,7 @@ def benchmark_model(
     dev = torch.device(device)
     model.to(dev)
     params = sum(p.numel() for p in model.parameters())
-    result: dict[str, Any] = {
-        "model": arch,
-        "input": size,
-        "params_m": params / 1e6,
-        "size_mb_fp32": params * 4 / 2**20,
-        "gflops": gflops_per_image(model.cpu(), size),
-        "device": str(dev),
-        "machine": machine_info(),
-        "torch_eager": [],
-        "torch_channels_last": [],
-        "onnxruntime": [],
-        "openvino": [],
-    }
+    result = _result(arch, size, params / 1e6, params * 4 / 2**20, gflops_per_image(model.cpu(), size), str(dev))
     model.to(dev)
     for b in batch_sizes:
         x = torch.randn(b, 3, size, size, device=dev)
@@ -168,22 +159,10 @@ def benchmark_model(
             log.warning("onnxruntime not installed: pip install 'dfdetect[onnx]' to compare it")
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                sess = ort_session_for_timing(model, size, Path(tmp) / "m.onnx", threads)
-                for b in batch_sizes:
-                    xb = np.random.randn(b, 3, size, size).astype(np.float32)
-                    times = _timeit(lambda xb=xb: sess.run(None, {"input": xb}), warmup, iters, min_seconds)
-                    result["onnxruntime"].append(_stats(times, b))
-                if _installed("openvino"):
-                    from dfdetect.inference import _OpenVinoBackend
-
-                    # one call per batch (chunk = batch) so the rows compare with ONNX Runtime's
-                    ov = _OpenVinoBackend(Path(tmp) / "m.onnx", threads=threads, chunk=max(batch_sizes))
-                    for b in batch_sizes:
-                        xb = np.random.randn(b, 3, size, size).astype(np.float32)
-                        times = _timeit(lambda xb=xb: ov.logits(xb), warmup, iters, min_seconds)
-                        result["openvino"].append(_stats(times, b))
+                export_for_timing(model, size, Path(tmp) / "m.onnx")
+                _time_onnx_file(result, Path(tmp) / "m.onnx", batch_sizes, threads, warmup, iters, min_seconds)
     if result["gflops"]:
-        for key in ("torch_eager", "torch_channels_last", "onnxruntime", "openvino"):
+        for key in RUNTIMES:
             for row in result[key]:
                 row["gflop_per_s"] = result["gflops"] * row["images_per_s"]
     return result
@@ -193,32 +172,45 @@ def _benchmark_onnx_file(
     path: Path, batch_sizes: tuple[int, ...], threads: int | None, warmup: int, iters: int, min_seconds: float
 ) -> dict[str, Any]:
     """An exported model as it ships: ONNX Runtime and (when installed) OpenVINO rows; no torch rows."""
-    from dfdetect.inference import Detector, _OnnxBackend, _OpenVinoBackend
+    from dfdetect.inference import Detector
 
     det = Detector.load(path, backend="onnx")
     size = int(det.data_config["input_size"][-1])
-    result: dict[str, Any] = {
-        "model": f"{det.arch} ({path.name})",
-        "input": size,
-        "params_m": None,
-        "size_mb_fp32": path.stat().st_size / 2**20,
-        "gflops": None,
-        "device": "cpu",
-        "machine": machine_info(),
-        "torch_eager": [],
-        "torch_channels_last": [],
-        "onnxruntime": [],
-        "openvino": [],
-    }
+    result = _result(f"{det.arch} ({path.name})", size, None, path.stat().st_size / 2**20, None, "cpu")
+    _time_onnx_file(result, path, batch_sizes, threads, warmup, iters, min_seconds)
+    return result
+
+
+def _result(
+    model: str, size: int, params_m: float | None, size_mb: float, gflops: float | None, device: str
+) -> dict[str, Any]:
+    """The benchmark record: model facts, machine facts, and one (empty) row list per runtime."""
+    info = {"model": model, "input": size, "params_m": params_m, "size_mb_fp32": size_mb, "gflops": gflops}
+    return {**info, "device": device, "machine": machine_info(), **{key: [] for key in RUNTIMES}}
+
+
+def _time_onnx_file(
+    result: dict[str, Any],
+    path: Path,
+    batch_sizes: tuple[int, ...],
+    threads: int | None,
+    warmup: int,
+    iters: int,
+    min_seconds: float,
+) -> None:
+    """Fill ``result``'s ONNX Runtime rows, and OpenVINO's when it is installed, for the model at ``path``."""
+    from dfdetect.inference import _installed, _OnnxBackend, _OpenVinoBackend
+
+    size = result["input"]
     runtimes = [("onnxruntime", lambda: _OnnxBackend(path, threads=threads))]
     if _installed("openvino"):
+        # one call per batch (chunk = batch) so the rows compare with ONNX Runtime's
         runtimes.append(("openvino", lambda: _OpenVinoBackend(path, threads=threads, chunk=max(batch_sizes))))
     for key, make in runtimes:
         be = make()
         for b in batch_sizes:
             xb = np.random.randn(b, 3, size, size).astype(np.float32)
             result[key].append(_stats(_timeit(lambda xb=xb, be=be: be.logits(xb), warmup, iters, min_seconds), b))
-    return result
 
 
 def benchmark_scan(
@@ -245,12 +237,6 @@ def benchmark_scan(
     }
 
 
-def _installed(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 def benchmark_cold_start(image: str | Path, model: str | None = None, runs: int = 3) -> dict[str, Any]:
     """Wall time of a fresh ``dfdetect predict IMAGE`` process (interpreter start and model load included)."""
     cmd = [sys.executable, "-m", "dfdetect", "predict", str(image)] + (["--model", str(model)] if model else [])
@@ -272,7 +258,7 @@ def format_model_result(r: dict[str, Any]) -> str:
         f"torch {m['torch']} | mode torch.inference_mode",
         f"{'runtime':<22}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'img/s':>10}{'GFLOP/s':>10}",
     ]
-    for key in ("torch_eager", "torch_channels_last", "onnxruntime", "openvino"):
+    for key in RUNTIMES:
         for row in r.get(key, []):
             gfs = f"{row['gflop_per_s']:.1f}" if "gflop_per_s" in row else "n/a"
             lines.append(
@@ -288,9 +274,8 @@ def format_model_result(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ort_session_for_timing(model: Any, size: int, path: Path, threads: int | None = None) -> Any:
-    """Export ``model`` (dynamic batch, input ``size`` px) to ``path`` and open an ONNX Runtime CPU session on it."""
-    import onnxruntime as ort
+def export_for_timing(model: Any, size: int, path: Path) -> None:
+    """Export ``model`` (dynamic batch, input ``size`` px, input name ``input``) to ``path``."""
     import torch
 
     torch.onnx.export(
@@ -303,6 +288,13 @@ def ort_session_for_timing(model: Any, size: int, path: Path, threads: int | Non
         opset_version=17,
         dynamo=False,
     )
+
+
+def ort_session_for_timing(model: Any, size: int, path: Path, threads: int | None = None) -> Any:
+    """Export ``model`` (dynamic batch, input ``size`` px) to ``path`` and open an ONNX Runtime CPU session on it."""
+    import onnxruntime as ort
+
+    export_for_timing(model, size, path)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or os.cpu_count() or 1
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

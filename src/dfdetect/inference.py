@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
-DEFAULT_ONNX = WEIGHTS_DIR / "default.onnx"
 SHIPPED = ("default", "fast")
 """Models inside the package, by name: ``default`` (320 px, the most accurate single model) and ``fast``
 (the same network fine-tuned at the data's native 256 px: 0.64x the FLOPs). Model cards: weights/MODEL_CARD.md."""

@@ -40,6 +40,7 @@ from dfdetect.data.datasets import (
 from dfdetect.data.transforms import eval_transform, train_transform
 from dfdetect.engine import distributed as D
 from dfdetect.engine.checkpoint import load_checkpoint, save_checkpoint
+from dfdetect.engine.distill import Teachers, distill_loss
 from dfdetect.engine.evaluate import autocast, write_eval_artifacts
 from dfdetect.metrics import choose_threshold, compute_metrics
 from dfdetect.models.factory import CLASSES, create_model, data_config_for, freeze_backbone, model_from_checkpoint
@@ -177,8 +178,6 @@ def train_one_epoch(
             # An empty shard (all its files unreadable) still takes part in the all-reduce, with zero gradient.
             loss = logits.float().sum() * 0.0 if len(y) == 0 else loss_fn(logits.float(), target)
         if teachers is not None and len(y):
-            from dfdetect.engine.distill import distill_loss
-
             kd = distill_loss(logits, teachers.probs(images, data_config), cfg.distill_temperature)
             # distill_loss is a batch mean; under DDP the label loss is a per-sample sum
             loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * (kd * len(y) if ctx.enabled else kd)
@@ -405,8 +404,6 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
     net = _wrap_ddp(model, ctx, device)
     teachers = None
     if cfg.teacher:
-        from dfdetect.engine.distill import Teachers
-
         if not 0.0 <= cfg.distill_alpha <= 1.0 or cfg.distill_temperature <= 0:
             raise ValueError("distill_alpha must be in [0, 1] and distill_temperature > 0")
         teachers = Teachers(cfg.teacher, cfg.distill_temperature).to(device)
