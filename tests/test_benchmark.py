@@ -44,13 +44,15 @@ def test_benchmark_times_the_checkpoints_own_head(tiny_data, tmp_path):
 
 
 def _benchmark_json(*args: str):
-    """`dfdetect benchmark ... --json` in a child process (OpenVINO is never loaded beside the suite's torch)."""
+    """`dfdetect benchmark ... --json`, in the suite's process (OpenVINO beside torch: see inference._ov_core)."""
     import json
-    import subprocess
-    import sys
 
-    r = subprocess.run([sys.executable, "-m", "dfdetect", "benchmark", *args, "--json"], capture_output=True, text=True)
-    return r, (json.loads(r.stdout[r.stdout.index("{") :]) if r.returncode == 0 else None)
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+
+    r = CliRunner().invoke(app, ["benchmark", *args, "--json"])
+    return r, (json.loads(r.stdout[r.stdout.index("{") :]) if r.exit_code == 0 else None)
 
 
 def test_benchmark_cli_times_each_backend_and_scan(tiny_run, tiny_data, tmp_path):
@@ -66,10 +68,10 @@ def test_benchmark_cli_times_each_backend_and_scan(tiny_run, tiny_data, tmp_path
     args = [str(ckpt), "--batch-sizes", "1,3", "--min-seconds", "0.01"]
     scan = ["--scan", str(tiny_data / "real"), "--scan-backends", "openvino,onnx"]
     r, _ = _benchmark_json(*args, *scan)
-    assert r.returncode == 2 and "dfdetect export" in r.stderr  # the fast backends need the exported model
+    assert r.exit_code == 2 and "dfdetect export" in r.output  # the fast backends need the exported model
     assert CliRunner().invoke(app, ["export", str(ckpt)]).exit_code == 0  # writes best.onnx beside it
     r, out = _benchmark_json(*args, *scan)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.exit_code == 0, r.output[-2000:]
     for key in ("torch_eager", "onnxruntime", "openvino"):
         assert [row["batch"] for row in out["model"][key]] == [1, 3], key
     n_files = len(list((tiny_data / "real").iterdir()))  # unreadable files are reported too
@@ -82,6 +84,6 @@ def test_benchmark_an_exported_model(tiny_run, tmp_path):
 
     export_onnx(tiny_run / "best.pt", tmp_path / "m.onnx")
     r, out = _benchmark_json(str(tmp_path / "m.onnx"), "--batch-sizes", "1,2", "--min-seconds", "0.01")
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.exit_code == 0, r.output[-2000:]
     m = out["model"]
     assert m["input"] == 48 and not m["torch_eager"] and [row["batch"] for row in m["onnxruntime"]] == [1, 2]
