@@ -97,6 +97,24 @@ def test_preprocess_resizes_and_normalises():
     assert np.allclose(x, 1.0, atol=1e-3)
 
 
+def test_preprocess_normalises_like_torchvision_per_channel():
+    """Inference (numpy) and training (torchvision v2) normalisation agree channel by channel, in CHW order."""
+    import torch
+    from torchvision.transforms import v2 as T
+
+    cfg = {
+        "input_size": [3, 24, 24],
+        "interpolation": "bicubic",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
+    arr = np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    x = preprocess(Image.fromarray(arr), cfg)
+    ref = T.Compose([T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(cfg["mean"], cfg["std"])])
+    assert x.flags["C_CONTIGUOUS"] and x.dtype == np.float32
+    assert np.abs(x - ref(Image.fromarray(arr)).numpy()).max() < 1e-5
+
+
 def test_folder_split_is_stratified_seeded_and_disjoint(tiny_data):
     items, has_splits = scan(tiny_data)
     assert not has_splits and {it.label for it in items} == {0, 1}

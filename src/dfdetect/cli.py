@@ -296,7 +296,7 @@ def predict(
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write results to this CSV file."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     backend: str = typer.Option(
-        "auto", help="auto | torch | onnx | openvino (auto: ONNX Runtime on CPU when installed)."
+        "auto", help="auto | torch | onnx | openvino (auto: OpenVINO, else ONNX Runtime, on CPU when installed)."
     ),
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(2, help="Decoding threads (0 = decode in the main thread)."),
