@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A faster default: the shipped 320 px EfficientNet-Lite0 fine-tuned at the data's native 256 px (0.64x the
-# FLOPs, no upscaling), plain or distilled from the 320/384 px pair (the best validation ensemble), same split.
+# The shipped default (`plain`): the shipped 320 px EfficientNet-Lite0 (`large`) fine-tuned at the data's native
+# 256 px (0.64x the FLOPs, no upscaling), or distilled from the 320/384 px pair (the best validation ensemble),
+# same split. Ship it with: python scripts/ship_default.py runs/res256/ft256/best.pt --manifest
+# runs/res256/ft256/split.csv --data ../shared/data/faces140k-subset --threshold eer --name default
 #   VARIANT=plain|distill OUTDIR=runs/res256 scripts/fast_default.sh
 # CPU-sized: about 5-9 min per epoch on a 2-core machine (plain / distilled); EXTRA='--device cuda' on a GPU.
 # The second teacher is mnv2_384_reg from `SET=2 scripts/recipe_search.sh` (TEACHER2 points to its best.pt).
@@ -9,12 +11,12 @@ DATA=${DATA:-../shared/data/faces140k-subset}
 OUTDIR=${OUTDIR:-runs/res256}
 VARIANT=${VARIANT:-plain}
 EPOCHS=${EPOCHS:-8}
-TEACHER1=${TEACHER1:-src/dfdetect/weights/default.safetensors}
+TEACHER1=${TEACHER1:-src/dfdetect/weights/large.safetensors}
 TEACHER2=${TEACHER2:-runs/recipes2/mnv2_384_reg/best.pt}
 PY=${PY:-python}
 EXTRA=${EXTRA:-}
 common="--data $DATA --manifest src/dfdetect/weights/split.csv --model efficientnet_lite0
-        --weights src/dfdetect/weights/default.safetensors --img-size 256 --resize 256
+        --weights src/dfdetect/weights/large.safetensors --img-size 256 --resize 256
         --warmup-epochs 0 --epochs $EPOCHS --lr 1e-4 --scheduler cosine --label-smoothing 0.1 --batch-size 32
         --mixup 0.2 --cutmix 1.0 --ema 0.99 --early-stopping 0 --threshold eer --bootstrap 200 --workers 1
         --cache --seed 0 --out $OUTDIR $EXTRA"

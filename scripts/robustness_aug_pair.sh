@@ -14,7 +14,7 @@ PY=${PY:-python}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUTDIR"
 common="--data $DATA --manifest src/dfdetect/weights/split.csv --model efficientnet_lite0
-        --weights src/dfdetect/weights/default.safetensors --img-size 320 --resize 320
+        --weights src/dfdetect/weights/large.safetensors --img-size 320 --resize 320
         --warmup-epochs 0 --epochs $EPOCHS --max-steps $STEPS --lr 1e-4 --scheduler cosine
         --label-smoothing 0.1 --batch-size 16 --early-stopping 0 --threshold eer --bootstrap 200
         --workers 1 --cache --seed 0 --out $OUTDIR $EXTRA"

@@ -1,10 +1,10 @@
-"""Package a trained checkpoint as a shipped detector (src/dfdetect/weights/): ``default`` or ``fast``.
+"""Package a trained checkpoint as a shipped detector (src/dfdetect/weights/): ``default`` or ``large``.
 
 Writes NAME.safetensors (fp16 weights + metadata), NAME.onnx (for the fast CPU path), split.csv
 (the manifest it was trained/validated/tested on); picks the decision threshold on the VALIDATION
 scores stored in the checkpoint; checks fp16 vs fp32 scores agree within 1e-3 on real images.
     python scripts/ship_default.py CKPT --manifest runs/x/split.csv --data ../shared/data/faces140k-subset
-    python scripts/ship_default.py CKPT --name fast ...   # the 256 px variant (`--model fast`)
+    python scripts/ship_default.py CKPT --name large ...   # the 320 px model (`--model large`)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--threshold", default="eer", help="rule on validation scores: eer | f1 | fpr1 | number")
     ap.add_argument("--version", default="v1")
-    ap.add_argument("--name", default="default", choices=["default", "fast"], help="which shipped model to write")
+    ap.add_argument("--name", default="default", choices=["default", "large"], help="which shipped model to write")
     a = ap.parse_args()
     ckpt = load_checkpoint(a.checkpoint)
     vs = ckpt.get("valid_scores")

@@ -24,7 +24,7 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/faces140k-subset"))
-    ap.add_argument("--model", type=Path, default=WEIGHTS / "default.onnx")
+    ap.add_argument("--model", type=Path, default=WEIGHTS / "large.onnx")
     ap.add_argument("--manifest", type=Path, default=WEIGHTS / "split.csv")
     a = ap.parse_args()
     sess = ort.InferenceSession(str(a.model), providers=["CPUExecutionProvider"])

@@ -220,7 +220,17 @@ def test_openvino_backend_matches_torch(tiny_run, tiny_data, tmp_path):
         Detector.load(tiny_run / "best.pt", backend="openvino")
 
 
-@pytest.mark.parametrize("name,size", [("default", 320), ("fast", 256)])
+def test_old_shipped_name_still_loads(caplog):
+    """`fast` was the 256 px model's name before it became `default`: old scripts keep working, with a warning."""
+    from dfdetect import Detector
+
+    with caplog.at_level("WARNING", logger="dfdetect.inference"):
+        det = Detector.load("fast", backend="onnx")
+    assert det.model_id == Detector.load("default", backend="onnx").model_id
+    assert "now called 'default'" in caplog.text
+
+
+@pytest.mark.parametrize("name,size", [("default", 256), ("large", 320)])
 def test_shipped_models_get_the_examples_right(name, size):
     """The packaged detectors, by name, on the README's examples (test-split images neither trained on)."""
     from pathlib import Path

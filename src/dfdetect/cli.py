@@ -290,7 +290,7 @@ def evaluate(
 @app.command()
 def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | fast."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | large."),
     threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write results to this CSV file."),

@@ -17,7 +17,7 @@ import typer
 def explain_cmd(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (created if needed)."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint or shipped model (default | fast)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint or shipped model (default | large)."),
     methods: list[str] | None = typer.Option(
         None,
         "--methods",

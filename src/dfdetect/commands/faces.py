@@ -13,7 +13,7 @@ import typer
 
 def faces_cmd(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | fast."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | large."),
     threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
     min_face: int = typer.Option(40, help="Smallest face box (px) to detect."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
@@ -58,7 +58,7 @@ def video_cmd(
     files: list[Path] = typer.Argument(..., help="Video files (mp4, avi, webm, mov ... whatever OpenCV decodes)."),
     fps: float = typer.Option(1.0, "--fps", help="Frames to sample per second of video."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for <video>.frames.csv and <video>.scores.png."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | fast."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | large."),
     threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
     min_face: int = typer.Option(40, help="Smallest face box (px) to detect."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per video."),

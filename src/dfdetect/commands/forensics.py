@@ -68,7 +68,7 @@ def analyze(
 def report(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for the HTML reports and index.html."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | fast."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | large."),
     no_model: bool = typer.Option(False, "--no-model", help="Forensics only: no verdict, no CAM."),
     no_cam: bool = typer.Option(False, "--no-cam", help="Skip the class activation map (faster)."),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),

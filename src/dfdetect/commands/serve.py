@@ -21,7 +21,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the server to the network."),
     port: int = typer.Option(8000, help="TCP port."),
     model: Path | None = typer.Option(
-        None, "--model", "-m", help="Checkpoint (.pt, .safetensors), .onnx, or a shipped model: default | fast."
+        None, "--model", "-m", help="Checkpoint (.pt, .safetensors), .onnx, or a shipped model: default | large."
     ),
     workers: int = typer.Option(1, help="Server processes (each loads its own copy of the model)."),
     db: Path = typer.Option(Path("dfdetect-scans.db"), help="Scan history database (SQLite file)."),
