@@ -596,3 +596,18 @@ def test_old_database_opens_with_face_columns(tmp_path):
         assert db.version == SCHEMA_VERSION >= 3
         (rec,), _ = db.query()
         assert rec.file_name == "b.jpg" and rec.mode is None and rec.faces_json is None
+
+
+def test_serve_caps_malloc_arenas_unless_the_user_chose(monkeypatch):
+    """`dfdetect serve` caps glibc malloc arenas (RSS growth under concurrent load); a user's setting wins."""
+    import os
+    import sys
+
+    from dfdetect.commands.serve import _limit_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    _limit_malloc_arenas(2)
+    assert os.environ.get("MALLOC_ARENA_MAX") == ("2" if sys.platform.startswith("linux") else None)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    _limit_malloc_arenas(2)
+    assert os.environ["MALLOC_ARENA_MAX"] == "8"

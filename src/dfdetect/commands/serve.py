@@ -17,6 +17,22 @@ def _fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas for the server. Each thread that allocates may get its own arena, which keeps
+    freed memory: over 1000 requests from 32 clients the server's RSS grew 271 -> 357 MB with the default cap
+    and 242 -> 266 MB with 2, at the same throughput (50 requests/s). The environment variable covers uvicorn's
+    worker processes; ``mallopt`` this one. A user's own MALLOC_ARENA_MAX wins; a no-op off glibc."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return
+    os.environ["MALLOC_ARENA_MAX"] = str(arenas)
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):
+        log.debug("not glibc: malloc arenas left as they are")
+
+
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the server to the network."),
     port: int = typer.Option(8000, help="TCP port."),
@@ -77,6 +93,7 @@ def serve(
         "DFDETECT_SERVE_THREADS": str(max(0, threads)),
     }
     os.environ.update(env)
+    _limit_malloc_arenas()
     if api_key:
         os.environ["DFDETECT_API_KEY"] = api_key
     else:
