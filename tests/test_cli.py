@@ -230,6 +230,23 @@ def test_old_shipped_name_still_loads(caplog):
     assert "now called 'default'" in caplog.text
 
 
+def test_shipped_names_resolve_for_every_command(tmp_path):
+    """One resolver for shipped names; `serve` accepts them too and names them when a model is missing."""
+    from dfdetect.inference import shipped_name
+
+    assert [shipped_name(r) for r in (None, "default", "large", "fast", "nosuch")] == [
+        "default",
+        "default",
+        "large",
+        "default",
+        None,
+    ]
+    (tmp_path / "large").write_bytes(b"")  # a real file wins over a shipped name
+    assert shipped_name(tmp_path / "large") is None
+    r = runner.invoke(app, ["serve", "--model", str(tmp_path / "nosuch.onnx")])
+    assert r.exit_code == 2 and "default | large" in r.output
+
+
 @pytest.mark.parametrize("name,size", [("default", 256), ("large", 320)])
 def test_shipped_models_get_the_examples_right(name, size):
     """The packaged detectors, by name, on the README's examples (test-split images neither trained on)."""

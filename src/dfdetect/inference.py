@@ -42,6 +42,18 @@ _RENAMED = {"fast": "default"}
 """Earlier shipped names (``fast`` became ``default`` when the 256 px model was made the default)."""
 
 
+def shipped_name(ref: str | Path | None) -> str | None:
+    """The shipped model ``ref`` names (``ref=None``: ``default``; an earlier name maps to today's, with a
+    warning), or None when ``ref`` is an existing file or not a shipped name."""
+    name = "default" if ref is None else str(ref)
+    if Path(name).exists():
+        return None
+    if name in _RENAMED:
+        log.warning("shipped model %r is now called %r", name, _RENAMED[name])
+        name = _RENAMED[name]
+    return name if name in SHIPPED else None
+
+
 @dataclass
 class Prediction:
     path: str
@@ -209,11 +221,8 @@ class Detector:
         """
         if backend not in ("auto", "torch", *ONNX_BACKENDS):
             raise ValueError(f"backend must be auto, torch, onnx or openvino, not {backend!r}")
-        name = "default" if path is None else str(path)
-        if name in _RENAMED and not Path(name).exists():
-            log.warning("shipped model %r is now called %r", name, _RENAMED[name])
-            name = _RENAMED[name]
-        if name in SHIPPED and not Path(name).exists():
+        name = shipped_name(path)
+        if name is not None:
             weights, onnx = WEIGHTS_DIR / f"{name}.safetensors", WEIGHTS_DIR / f"{name}.onnx"
             if not weights.is_file():
                 raise FileNotFoundError(f"the shipped {name!r} detector {weights} is missing from this installation")

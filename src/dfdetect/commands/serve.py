@@ -20,7 +20,7 @@ def _fail(msg: str, code: int = 2) -> None:
 def _limit_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's malloc arenas for the server. Each thread that allocates may get its own arena, which keeps
     freed memory: over 1000 requests from 32 clients the server's RSS grew 271 -> 357 MB with the default cap
-    and 242 -> 266 MB with 2, at the same throughput (50 requests/s). The environment variable covers uvicorn's
+    and 234 -> 250 MB with 2, at the same throughput (50 requests/s). The environment variable covers uvicorn's
     worker processes; ``mallopt`` this one. A user's own MALLOC_ARENA_MAX wins; a no-op off glibc."""
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return
@@ -73,15 +73,17 @@ def serve(
         import dfdetect.serve.api  # noqa: F401  (fail early, with a hint, when FastAPI is missing)
     except ImportError as e:
         _fail(f"serving needs the 'serve' extra: pip install 'dfdetect[serve]' ({e})")
-    if model is not None and not model.is_file():
-        _fail(f"model file {model} not found")
+    from dfdetect.inference import shipped_name
+
+    if model is not None and not model.is_file() and shipped_name(model) is None:
+        _fail(f"model file {model} not found (nor a shipped model name: default | large)")
     if workers < 1:
         _fail("--workers must be at least 1")
     if max_upload_mb <= 0:
         _fail("--max-upload-mb must be positive")
     # The app factory reads its settings from the environment, so that every worker process builds the same app.
     env = {
-        "DFDETECT_SERVE_MODEL": str(model.resolve()) if model else "",
+        "DFDETECT_SERVE_MODEL": "" if model is None else str(model.resolve()) if model.is_file() else str(model),
         "DFDETECT_SERVE_DB": str(db.resolve()),
         "DFDETECT_SERVE_MAX_UPLOAD_MB": str(max_upload_mb),
         "DFDETECT_SERVE_CORS": ",".join(cors or []),
