@@ -268,7 +268,7 @@ def test_audit_flags_a_format_separable_dataset_and_within_folder_duplicates(tmp
 
 
 def test_near_duplicate_pairs_match_brute_force():
-    from dfdetect.robustness.audit import near_duplicate_pairs
+    from dfdetect.data.neardup import near_duplicate_pairs
 
     rng = np.random.default_rng(0)
     base = rng.integers(0, 2**63, 40, dtype=np.uint64)

@@ -153,3 +153,67 @@ def test_distillation_run(tiny_run, tiny_data, tmp_path):
     assert (run / "eval_test" / "metrics.json").is_file()
     with pytest.raises(ValueError, match="distill_alpha"):
         fit(tiny_config(tiny_data, tmp_path, teacher=[str(tiny_run / "best.pt")], distill_alpha=1.5, name="bad"))
+
+
+def test_cpu_precision_follows_the_hardware():
+    """bf16 autocast on CPU only where the CPU computes bf16 natively; fp32 whenever amp is off."""
+    import torch
+
+    from dfdetect.core.device import amp_dtype, autocast, cpu_has_native_bf16, precision_name
+
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, False) is None and precision_name(cpu, False) == "fp32"
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with autocast(cpu, True):
+        out = conv(torch.randn(1, 3, 8, 8))
+    assert out.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    with autocast(cpu, False):
+        assert conv(torch.randn(1, 3, 8, 8)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_cpu_training_in_channels_last_and_bf16(tiny_data, tmp_path, amp, caplog):
+    """A CPU run in channels-last (and bf16 where native) trains, logs its precision and saves fp32 weights."""
+    import logging
+
+    import torch
+
+    from dfdetect.core.device import cpu_has_native_bf16
+    from dfdetect.engine.train import fit
+
+    if amp and not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX-512 BF16 / AMX): the bf16 path is off here by design")
+    cfg = tiny_config(tiny_data, tmp_path, epochs=1, warmup_epochs=0, amp=amp, channels_last=True, evaluate_test=False)
+    with caplog.at_level(logging.INFO, logger="dfdetect"):
+        run = fit(cfg)
+    expected = "bf16 autocast, channels-last" if amp else "fp32, channels-last"
+    assert any(expected in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records][:5]
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in ckpt["model"].values())
+    assert all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
+
+
+def test_benchmark_train_sweep_rows(monkeypatch):
+    """benchmark-train --sweep times every layout x precision in one process; bf16 rows skip without native bf16."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+    from dfdetect.core.device import cpu_has_native_bf16
+
+    args = ["benchmark-train", "-m", "tiny_efficientnet", "--img-size", "32", "-b", "4", "--device", "cpu"]
+    res = CliRunner().invoke(app, [*args, "--sweep", "--steps", "1", "--warmup", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output[res.output.index("{") :])["rows"]
+    assert [r["setting"] for r in rows] == [
+        "contiguous + fp32",
+        "channels-last + fp32",
+        "contiguous + bf16",
+        "channels-last + bf16",
+    ]
+    assert rows[1]["channels_last"] and not rows[0]["channels_last"]
+    for r in rows[2:]:
+        assert ("skipped" in r) != cpu_has_native_bf16()
+        if "skipped" not in r:
+            assert r["precision"] == "bf16 autocast" and r["images_per_s"] > 0

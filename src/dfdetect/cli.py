@@ -152,6 +152,12 @@ def train(
     seed: int | None = typer.Option(None),
     bootstrap: int | None = typer.Option(None, help="Bootstrap resamples for the test-split CIs (default 1000)."),
     device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N"),
+    amp: bool | None = typer.Option(
+        None, "--amp/--no-amp", help="bf16 autocast on CUDA and on CPUs with native bf16 (default on; else fp32)."
+    ),
+    channels_last: bool | None = typer.Option(
+        None, "--channels-last/--no-channels-last", help="channels-last memory format (default on, CPU and CUDA)."
+    ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Parent folder of run folders (default runs/)."),
     name: str | None = typer.Option(None, help="Run folder name."),
     resume: Path | None = typer.Option(None, help="Continue an interrupted run (its folder or last.pt)."),
@@ -225,6 +231,8 @@ def train(
         (None, "seed"): seed,
         (None, "bootstrap"): bootstrap,
         (None, "device"): device,
+        (None, "amp"): amp,
+        (None, "channels_last"): channels_last,
         (None, "out"): str(out) if out else None,
         (None, "name"): name,
     }
@@ -258,6 +266,9 @@ def evaluate(
     batch_size: int = typer.Option(64),
     workers: int = typer.Option(2),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% confidence intervals."),
+    part: list[str] | None = typer.Option(
+        None, "--part", help="Also report a union of manifest folders: NAME=FOLDER+FOLDER (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate a checkpoint: paper metrics + AUC/AP/EER with 95% CIs, confusion matrix, ROC, misclassifications."""
@@ -265,12 +276,28 @@ def evaluate(
     from dfdetect.engine.checkpoint import CheckpointError
     from dfdetect.engine.evaluate import evaluate_checkpoint, format_report
 
+    parts = {}
+    for p in part or []:
+        name, sep, members = p.partition("=")
+        if not sep or not name or not members:
+            _fail(f"--part takes NAME=FOLDER+FOLDER, not {p!r}")
+        parts[name] = members.split("+")
     results = {}
     for d in data:
         sub = (out / d.name if len(data) > 1 else out) if out else None
         try:
             m = evaluate_checkpoint(
-                checkpoint, d, sub, split, manifest, threshold, device, batch_size, workers, n_boot=bootstrap
+                checkpoint,
+                d,
+                sub,
+                split,
+                manifest,
+                threshold,
+                device,
+                batch_size,
+                workers,
+                n_boot=bootstrap,
+                parts=parts,
             )
         except (CheckpointError, FileNotFoundError, ValueError) as e:
             _fail(str(e))
@@ -280,7 +307,15 @@ def evaluate(
             typer.echo(format_report(m))
     if as_json:
         keys = ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer", "threshold")
-        typer.echo(json.dumps({d: {k: m[k] for k in keys} | {"ci95": m["ci95"]} for d, m in results.items()}, indent=2))
+        keys += ("tpr_at_fpr_1pct",)
+
+        def brief(m: dict) -> dict:
+            r = {k: m[k] for k in keys} | {"ci95": m["ci95"]}
+            if m.get("by_source"):
+                r["by_source"] = {s: {k: v[k] for k in keys} | {"ci95": v["ci95"]} for s, v in m["by_source"].items()}
+            return r
+
+        typer.echo(json.dumps({d: brief(m) for d, m in results.items()}, indent=2))
     elif len(results) > 1:
         typer.echo(f"{'data':<40}{'n':>6}{'acc':>8}{'AUC':>8}{'EER':>8}")
         for d, m in results.items():

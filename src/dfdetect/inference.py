@@ -265,8 +265,8 @@ class Detector:
 
     @classmethod
     def _load_torch(cls, path: Path, device: str) -> Detector:
+        from dfdetect.core.device import resolve_device
         from dfdetect.engine.checkpoint import load_checkpoint
-        from dfdetect.engine.evaluate import resolve_device
         from dfdetect.export import model_id_for
         from dfdetect.models.factory import model_from_checkpoint
 

@@ -69,7 +69,7 @@ def compute_metrics(y_true: Any, y_score: Any, threshold: float = 0.5) -> dict[s
     }
 
 
-CI_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer")
+CI_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "average_precision", "eer", "tpr_at_fpr_1pct")
 
 
 def bootstrap_ci(
@@ -98,6 +98,7 @@ def bootstrap_ci(
             samples["roc_auc"].append(float(skm.roc_auc_score(t, s)))
             samples["average_precision"].append(float(skm.average_precision_score(t, s)))
             samples["eer"].append(eer(t, s)[0])
+            samples["tpr_at_fpr_1pct"].append(tpr_at_fpr(t, s, 0.01))
     lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
     return {
         k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] if v else [float("nan")] * 2

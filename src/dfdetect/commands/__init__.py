@@ -4,4 +4,4 @@ Modules must import only light things at top level (typer, stdlib): heavy import
 command functions, so ``dfdetect --help`` stays instant.
 """
 
-PLUGINS = ("explain", "forensics", "serve", "bench", "compare", "robustness", "faces", "fusion", "scale")
+PLUGINS = ("explain", "forensics", "serve", "bench", "compare", "robustness", "faces", "fusion", "scale", "split")

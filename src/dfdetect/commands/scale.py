@@ -32,8 +32,8 @@ def benchmark_train(
     import torch
     from torch import nn
 
+    from dfdetect.core.device import amp_dtype, autocast, precision_name
     from dfdetect.engine import distributed as D
-    from dfdetect.engine.evaluate import autocast
     from dfdetect.models.factory import create_model, data_config_for
     from dfdetect.models.registry import get_spec
 
@@ -46,7 +46,7 @@ def benchmark_train(
         net = create_model(model, weights="none")
         size = int(data_config_for(net, img_size)["input_size"][-1])
         net.to(dev).train()
-        cl = channels_last and dev.type == "cuda"
+        cl = channels_last
         if cl:
             net.to(memory_format=torch.channels_last)
         train_net = net
@@ -91,7 +91,8 @@ def benchmark_train(
             "device": torch.cuda.get_device_name(dev)
             if dev.type == "cuda"
             else f"cpu ({torch.get_num_threads()} threads)",
-            "amp_bf16": amp and dev.type == "cuda",
+            "amp_bf16": amp_dtype(dev, amp) is not None,
+            "precision": precision_name(dev, amp),
             "channels_last": cl,
             "steps": steps,
             "seconds": seconds,
@@ -156,8 +157,11 @@ def benchmark_train_cmd(
     img_size: int = typer.Option(None, help="Input size (default: the backbone's)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Global batch (split over torchrun ranks)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast on CUDA."),
-    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="On CUDA."),
+    amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast (CUDA; CPUs with native bf16)."),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="channels-last layout."),
+    sweep: bool = typer.Option(
+        False, "--sweep", help="Time every setting side by side: contiguous / channels-last x fp32 / bf16."
+    ),
     steps: int = typer.Option(20, help="Timed steps (after the warm-up steps)."),
     warmup: int = typer.Option(3, help="Untimed warm-up steps."),
     data: Path = typer.Option(None, help="Also time the input pipeline on this folder."),
@@ -169,6 +173,9 @@ def benchmark_train_cmd(
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if sweep:
+        _sweep(model, img_size, batch_size, device, steps, warmup, as_json)
+        return
     r = benchmark_train(model, img_size, batch_size, device, amp, channels_last, steps, warmup)
     if not r.pop("is_main"):
         return
@@ -189,6 +196,38 @@ def benchmark_train_cmd(
             f"input pipeline ({p['source']}, {p['workers']} workers): {p['images_per_s']:.1f} images/s"
             + (f"; cache built in {p['cache_build_s']:.1f} s" if p["cache_build_s"] else "")
         )
+
+
+def _sweep(model: str, img_size: int | None, batch_size: int, device: str, steps: int, warmup: int, as_json: bool):
+    """The four layout x precision settings in one process, so their ratios are comparable on a noisy machine."""
+    import torch
+
+    from dfdetect.core.device import amp_dtype, cpu_features, resolve_device
+
+    dev = resolve_device(device)
+    native = amp_dtype(dev, True) is not None
+    rows = []
+    for cl, amp in ((False, False), (True, False), (False, True), (True, True)):
+        label = f"{'channels-last' if cl else 'contiguous'} + {'bf16' if amp else 'fp32'}"
+        if amp and not native:
+            rows.append({"setting": label, "skipped": "this CPU has no native bf16 (AVX-512 BF16 / AMX)"})
+            continue
+        r = benchmark_train(model, img_size, batch_size, device, amp, cl, steps, warmup)
+        r.pop("is_main")
+        rows.append({"setting": label, **r})
+    base = next(r["images_per_s"] for r in rows if "images_per_s" in r)
+    if as_json:
+        feats = cpu_features() if dev.type == "cpu" else {}
+        typer.echo(json.dumps({"cpu_features": feats, "threads": torch.get_num_threads(), "rows": rows}, indent=2))
+        return
+    head = rows[0]
+    typer.echo(f"{model} {head.get('img_size', '')} px, batch {batch_size}, {head.get('device', dev)}")
+    typer.echo(f"{'setting':<28}{'images/s':>10}{'vs contiguous fp32':>20}")
+    for r in rows:
+        if "skipped" in r:
+            typer.echo(f"{r['setting']:<28}{'-':>10}{'':>20}  skipped: {r['skipped']}")
+        else:
+            typer.echo(f"{r['setting']:<28}{r['images_per_s']:>10.1f}{r['images_per_s'] / base:>19.2f}x")
 
 
 def register(app: typer.Typer) -> None:

@@ -38,6 +38,8 @@ class Item:
     """Path relative to the data root (or absolute)."""
     label: int
     split: str = ""
+    source: str = ""
+    """Which data folder the image came from (multi-folder manifests); empty for one-folder data."""
 
 
 class DataLayoutError(ValueError):
@@ -123,9 +125,10 @@ def write_manifest(items: Sequence[Item], path: str | Path, root: str | Path) ->
     with open(path, "w", newline="") as f:
         f.write(f"# root: {Path(root).resolve()}\n")
         w = csv.writer(f)
-        w.writerow(["path", "label", "split"])
+        with_source = any(it.source for it in items)
+        w.writerow(["path", "label", "split"] + (["source"] if with_source else []))
         for it in items:
-            w.writerow([it.path, it.label, it.split])
+            w.writerow([it.path, it.label, it.split] + ([it.source] if with_source else []))
     return manifest_hash(path)
 
 
@@ -138,7 +141,7 @@ def manifest_hash(path: str | Path) -> str:
 def read_manifest(path: str | Path) -> list[Item]:
     with open(path, newline="") as f:
         rows = csv.DictReader(line for line in f if not line.startswith("#"))
-        return [Item(r["path"], int(r["label"]), r["split"]) for r in rows]
+        return [Item(r["path"], int(r["label"]), r["split"], r.get("source") or "") for r in rows]
 
 
 def limit_per_class(items: Sequence[Item], n: int | None) -> list[Item]:

@@ -61,7 +61,7 @@ def _wants_cuda(device: str) -> bool:
 
 def setup(device: str = "auto") -> tuple[DistContext, torch.device]:
     """Join the process group when launched by torchrun (or reuse one the caller made); pick the device."""
-    from dfdetect.engine.evaluate import resolve_device
+    from dfdetect.core.device import resolve_device
 
     if dist.is_available() and dist.is_initialized():
         ctx = DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), False)

@@ -7,7 +7,6 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,42 +17,29 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dfdetect import metrics as M
+from dfdetect.core.device import autocast, resolve_device, to_memory_format
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
-    return dev
-
-
-def autocast(device: torch.device, amp: bool):
-    # bf16 needs no loss scaler, and Ampere+/Hopper run it at full speed.
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.inference_mode()
 def score_loader(
     model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = True, desc: str = "eval"
 ) -> dict[str, Any]:
-    """Run the model over a loader. Returns labels, P(fake), mean CE loss, dataset indices and bad indices."""
+    """Run the model over a loader. Returns labels, P(fake), mean CE loss, dataset indices and bad indices.
+
+    Channels-last everywhere (faster convolutions, same fp32 values); bf16 autocast only on CUDA with ``amp``:
+    CPU scores stay fp32, whatever the CPU, so they match the exported model's.
+    """
     model.eval()
     labels, scores, index, bad = [], [], [], []
     loss_sum, n = 0.0, 0
-    channels_last = device.type == "cuda"
+    amp = amp and device.type == "cuda"
     for images, y, idx, bad_idx in tqdm(loader, desc=desc, leave=False, disable=None):
         bad.extend(bad_idx)
         if images is None:
             continue
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = to_memory_format(images.to(device, non_blocking=True), True)
         y = y.to(device)
         with autocast(device, amp):
             logits = model(images)
@@ -81,25 +67,46 @@ def write_eval_artifacts(
     out_dir: str | Path,
     extra: dict[str, Any] | None = None,
     n_boot: int = 1000,
+    sources: Sequence[str] | None = None,
+    parts: dict[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """metrics.json (+ 95% CIs), classification_report.txt, predictions.csv and the paper's figures."""
+    """metrics.json (+ 95% CIs), classification_report.txt, predictions.csv and the paper's figures.
+
+    With ``sources`` (each image's data folder, from a multi-folder manifest) naming two or more folders, the
+    same metrics and CIs are also reported per folder (``by_source``), since the folders differ in processing
+    and in the kind of fake. ``parts`` adds named unions of folders (``{"faces140k": ["faces140k-subset",
+    "faces140k-more"]}``) to the same table.
+    """
     from dfdetect import plots
     from dfdetect.robustness.calibration import ece, reliability_diagram
 
+    y_true, y_score = np.asarray(y_true, dtype=int), np.asarray(y_score, dtype=float)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = M.compute_metrics(y_true, y_score, threshold)
     m["ci95"] = M.bootstrap_ci(y_true, y_score, threshold, n_boot=n_boot) if len(y_true) > 1 else {}
     m["ece"] = ece(y_true, y_score)  # expected calibration error of P(fake), 15 equal-width bins
+    by = sorted(set(sources)) if sources is not None and len(set(sources)) > 1 else []
+    if by:
+        src = np.asarray(sources)
+        m["by_source"] = {}
+        groups = {name: [name] for name in by} | {k: list(v) for k, v in (parts or {}).items()}
+        for name, members in groups.items():
+            sel = np.isin(src, members)
+            if not sel.any():
+                raise ValueError(f"part {name!r}: none of {members} is a data folder here ({by})")
+            sm = M.compute_metrics(y_true[sel], y_score[sel], threshold)
+            sm["ci95"] = M.bootstrap_ci(y_true[sel], y_score[sel], threshold, n_boot=n_boot) if sel.sum() > 1 else {}
+            m["by_source"][name] = {k: v for k, v in sm.items() if k != "classification_report"}
     m.update(extra or {})
     (out / "metrics.json").write_text(json.dumps(m, indent=2, default=_json_default))
     (out / "classification_report.txt").write_text(format_report(m))
     with open(out / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "label", "score", "pred", "correct"])
-        for p, t, s in zip(paths, y_true, y_score):
+        w.writerow(["path", "label", "score", "pred", "correct"] + (["source"] if by else []))
+        for i, (p, t, s) in enumerate(zip(paths, y_true, y_score)):
             pred = int(s >= threshold)
-            w.writerow([p, int(t), f"{s:.6f}", pred, int(pred == t)])
+            w.writerow([p, int(t), f"{s:.6f}", pred, int(pred == t)] + ([sources[i]] if by else []))
     plots.confusion_matrix(m["confusion_matrix"], out / "confusion_matrix.png")
     plots.misclassifications(m["misclassified"], out / "misclassified.png")
     if not math.isnan(m["roc_auc"]):
@@ -136,9 +143,35 @@ def format_report(m: dict[str, Any]) -> str:
         cis = f"  [95% CI {c[0]:.4f}-{c[1]:.4f}]" if c else ""
         lines.append(f"{k:>18}: {m[k]:.4f}{cis}")
     lines.append(f"{'threshold':>18}: {m['threshold']:.4f}")
+    lines.append(f"{'tpr_at_fpr_1pct':>18}: {m['tpr_at_fpr_1pct']:.4f}{_ci(ci, 'tpr_at_fpr_1pct')}")
     mis = m["misclassified"]
     lines.append(f"{'misclassified':>18}: {mis['real_as_fake']} real as fake, {mis['fake_as_real']} fake as real")
+    if m.get("by_source"):
+        lines += ["", "per data folder (95% CIs):", format_by_source(m["by_source"])]
     return "\n".join(lines) + "\n"
+
+
+def _ci(ci: dict[str, Any], key: str) -> str:
+    c = ci.get(key)
+    return f"  [95% CI {c[0]:.4f}-{c[1]:.4f}]" if c and not any(math.isnan(v) for v in c) else ""
+
+
+def format_by_source(by_source: dict[str, dict[str, Any]]) -> str:
+    """One row per data folder: n, accuracy, ROC-AUC and TPR at 1% FPR with their CIs, EER."""
+
+    def cell(m: dict[str, Any], k: str) -> str:
+        c = m.get("ci95", {}).get(k)
+        ci = f" ({c[0]:.3f}-{c[1]:.3f})" if c and not any(math.isnan(v) for v in c) else ""
+        return f"{m[k]:.4f}{ci}"
+
+    head = f"{'folder':<22}{'n':>6}  {'accuracy':<22}{'ROC-AUC':<22}{'TPR@1%FPR':<22}{'EER':>7}"
+    rows = [head]
+    for name, m in by_source.items():
+        rows.append(
+            f"{name:<22}{m['n']:>6}  {cell(m, 'accuracy'):<22}{cell(m, 'roc_auc'):<22}"
+            f"{cell(m, 'tpr_at_fpr_1pct'):<22}{m['eer']:>7.4f}"
+        )
+    return "\n".join(rows)
 
 
 def evaluate_checkpoint(
@@ -152,8 +185,9 @@ def evaluate_checkpoint(
     batch_size: int = 64,
     workers: int = 2,
     n_boot: int = 1000,
+    parts: dict[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on a data folder.
+    """Evaluate a checkpoint on a data folder (per source folder too, for multi-folder manifests).
 
     Which images: the ``split`` rows of ``manifest`` if given; else the data's own split (140k layout);
     else, when the checkpoint sits in a run folder whose split.csv was made from this same folder, that
@@ -201,6 +235,8 @@ def evaluate_checkpoint(
             "skipped_files": skipped,
         },
         n_boot=n_boot,
+        sources=[ds.items[i].source for i in res["index"]],
+        parts=parts,
     )
     m["out_dir"] = str(out)
     return m

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 import dfdetect
 from dfdetect.config import TrainConfig
+from dfdetect.core.device import autocast, precision_name, to_memory_format
 from dfdetect.data.datasets import (
     ImageDataset,
     collate,
@@ -41,7 +42,7 @@ from dfdetect.data.transforms import eval_transform, train_transform
 from dfdetect.engine import distributed as D
 from dfdetect.engine.checkpoint import load_checkpoint, save_checkpoint
 from dfdetect.engine.distill import Teachers, distill_loss
-from dfdetect.engine.evaluate import autocast, write_eval_artifacts
+from dfdetect.engine.evaluate import write_eval_artifacts
 from dfdetect.metrics import choose_threshold, compute_metrics
 from dfdetect.models.factory import CLASSES, create_model, data_config_for, freeze_backbone, model_from_checkpoint
 from dfdetect.models.registry import get_spec, is_fusion
@@ -171,8 +172,7 @@ def train_one_epoch(
         if mixer is not None and len(y):
             images, target = mixer(images, y)
         images, y, target = (t.to(device, non_blocking=True) for t in (images, y, target))
-        if device.type == "cuda" and cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = to_memory_format(images, cfg.channels_last)
         with autocast(device, cfg.amp):
             logits = net(images)
             # An empty shard (all its files unreadable) still takes part in the all-reduce, with zero gradient.
@@ -325,8 +325,9 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
 
         model = convert_sync_batchnorm(model)
     model.to(device)
-    if device.type == "cuda" and cfg.channels_last:
+    if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    log.info("training on %s in %s%s", device, precision_name(device, cfg.amp), ", channels-last" * cfg.channels_last)
 
     if cfg.data.cache_dir:
         from dfdetect.data.cache import build_cache
@@ -614,6 +615,7 @@ def _finish(
                     "skipped_files": [str(test_ds.path(i)) for i in res["bad"]],
                 },
                 n_boot=cfg.bootstrap,
+                sources=[test_ds.items[i].source for i in res["index"]],
             )
             summary["test"] = {k: m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "eer")}
             summary["test_ci95"] = m["ci95"]

@@ -211,9 +211,9 @@ def build_ensemble(
     manifest's valid rows (saves one inference pass per member; a GPU-trained member's stored scores come from
     bf16 autocast, so they differ slightly from CPU fp32 scores).
     """
+    from dfdetect.core.device import resolve_device
     from dfdetect.data.datasets import manifest_hash, read_manifest
     from dfdetect.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from dfdetect.engine.evaluate import resolve_device
     from dfdetect.metrics import choose_threshold, compute_metrics
     from dfdetect.models.factory import CLASSES, head_of
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from dfdetect.data.neardup import near_duplicate_pairs
+
 log = logging.getLogger(__name__)
 
 NUMERIC = ("file_size", "width", "height", "pixels", "bytes_per_pixel", "jpeg_quality")
@@ -76,40 +78,6 @@ def file_facts(path: Path, rel: str, label: int, split: str) -> FileFacts:
     except Exception as e:  # noqa: BLE001 - any decoder failure is one audit finding, not a crash
         facts.error = f"{type(e).__name__}: {e}"
     return facts
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).astype(np.int64)
-    b = x.view(np.uint8).reshape(*x.shape, 8)
-    return np.unpackbits(b, axis=-1).sum(-1)
-
-
-def near_duplicate_pairs(hashes: Sequence[str], max_distance: int = 4) -> list[tuple[int, int, int]]:
-    """All (i, j, distance) with i < j and Hamming(phash_i, phash_j) <= max_distance (64-bit hex hashes)."""
-    h = np.array([int(x, 16) for x in hashes], dtype=np.uint64)
-    n = len(h)
-    if n < 2:
-        return []
-    k = max(0, int(max_distance))
-    n_bands = min(k + 1, 64)
-    edges = np.linspace(0, 64, n_bands + 1).astype(int)
-    found: dict[tuple[int, int], int] = {}
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        mask = np.uint64((1 << int(hi - lo)) - 1)
-        band = (h >> np.uint64(lo)) & mask
-        order = np.argsort(band, kind="stable")
-        sorted_band = band[order]
-        cuts = np.flatnonzero(np.diff(sorted_band)) + 1
-        for group in np.split(order, cuts):
-            if len(group) < 2:
-                continue
-            g = np.sort(group)
-            d = _popcount(h[g][:, None] ^ h[g][None, :])
-            ii, jj = np.nonzero(np.triu(d <= k, 1))
-            for a, b in zip(ii, jj):
-                found[(int(g[a]), int(g[b]))] = int(d[a, b])
-    return sorted((i, j, d) for (i, j), d in found.items())
 
 
 def _auc(y: np.ndarray, x: np.ndarray) -> float:

@@ -1,0 +1,1 @@
+"""The bottom layer: facts every other layer may use (device choice, numeric precision), importing nothing above."""
