@@ -261,3 +261,33 @@ def test_shipped_models_get_the_examples_right(name, size):
     assert len(preds) == 6 and all(p.label == Path(p.path).parent.name for p in preds), preds
     r = runner.invoke(app, ["predict", str(examples), "--model", name, "--json"])
     assert r.exit_code == 0 and r.stdout.count(det.model_id) == 6
+
+
+def test_openvino_runs_fp32_unless_asked(tiny_run, tmp_path):
+    """OpenVINO picks bf16 by itself on AVX-512 BF16 / AMX CPUs: the backend pins fp32, and bf16 only on request.
+
+    fp32 vs fp32 (ONNX Runtime) differ by rounding order only: ~1e-6 on these logits; bf16 keeps 8 mantissa bits
+    (relative error ~4e-3), which this tolerance would catch on any CPU that really runs it."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from dfdetect import Detector
+    from dfdetect.core.device import cpu_has_native_bf16
+
+    onnx_path = tmp_path / "m.onnx"
+    assert runner.invoke(app, ["export", str(tiny_run / "best.pt"), "--out", str(onnx_path)]).exit_code == 0
+    ov = Detector.load(onnx_path, backend="openvino")
+    ort = Detector.load(onnx_path, backend="onnx")
+    assert ov.backend.precision == "fp32" and ort.backend.precision == "fp32"
+    x = np.random.default_rng(0).normal(size=(4, *ov.data_config["input_size"])).astype(np.float32)
+    a, b = ov.backend.logits(x), ort.backend.logits(x)
+    assert np.abs(a - b).max() <= 1e-5 * max(1.0, float(np.abs(b).max()))
+    bf = Detector.load(onnx_path, precision="bf16")
+    assert bf.backend.name == "openvino"
+    if cpu_has_native_bf16():
+        assert bf.backend.precision == "bf16"
+    with pytest.raises(ValueError, match="openvino backend only"):
+        Detector.load(onnx_path, backend="onnx", precision="bf16")
+    with pytest.raises(ValueError, match="precision must be"):
+        Detector.load(onnx_path, precision="fp8")

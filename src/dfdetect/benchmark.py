@@ -210,17 +210,23 @@ def _time_onnx_file(
         be = make()
         for b in batch_sizes:
             xb = np.random.randn(b, 3, size, size).astype(np.float32)
-            result[key].append(_stats(_timeit(lambda xb=xb, be=be: be.logits(xb), warmup, iters, min_seconds), b))
+            row = _stats(_timeit(lambda xb=xb, be=be: be.logits(xb), warmup, iters, min_seconds), b)
+            result[key].append({**row, "precision": be.precision})
 
 
 def benchmark_scan(
-    folder: str | Path, model: str | None = None, backend: str = "auto", batch_size: int = 32, workers: int = 2
+    folder: str | Path,
+    model: str | None = None,
+    backend: str = "auto",
+    batch_size: int = 32,
+    workers: int = 2,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """End-to-end ``Detector.predict`` over a folder: decode + preprocess + inference, images/s."""
     from dfdetect.inference import Detector, expand_paths
 
     files, _ = expand_paths([folder])
-    det = Detector.load(model, backend=backend)
+    det = Detector.load(model, backend=backend, precision=precision)
     det.predict(files[: min(len(files), batch_size)], batch_size=batch_size, workers=workers)  # warm-up
     t = time.perf_counter()
     preds = det.predict(files, batch_size=batch_size, workers=workers)
@@ -231,6 +237,7 @@ def benchmark_scan(
         "seconds": dt,
         "images_per_s": len(preds) / dt,
         "backend": det.backend.name,
+        "precision": det.backend.precision,
         "model": det.model_id,
         "batch_size": batch_size,
         "workers": workers,
@@ -256,14 +263,14 @@ def format_model_result(r: dict[str, Any]) -> str:
         f"model {r['model']} @ {r['input']} px | params {params} | {r['size_mb_fp32']:.1f} MB fp32 | {gf} GFLOPs/image",
         f"device {r['device']} | {m['cpu']} | {m['cores']} cores | torch threads {m['torch_threads']} | "
         f"torch {m['torch']} | mode torch.inference_mode",
-        f"{'runtime':<22}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'img/s':>10}{'GFLOP/s':>10}",
+        f"{'runtime':<22}{'precision':>10}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'img/s':>10}{'GFLOP/s':>10}",
     ]
     for key in RUNTIMES:
         for row in r.get(key, []):
             gfs = f"{row['gflop_per_s']:.1f}" if "gflop_per_s" in row else "n/a"
             lines.append(
-                f"{key:<22}{row['batch']:>6}{row['p50_ms']:>10.2f}{row['p95_ms']:>10.2f}"
-                f"{row['images_per_s']:>10.1f}{gfs:>10}"
+                f"{key:<22}{row.get('precision', 'fp32'):>10}{row['batch']:>6}{row['p50_ms']:>10.2f}"
+                f"{row['p95_ms']:>10.2f}{row['images_per_s']:>10.1f}{gfs:>10}"
             )
     eager = {row["batch"]: row for row in r["torch_eager"]}
     for key in ("onnxruntime", "openvino"):

@@ -87,3 +87,38 @@ def roc(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def learning_curve(
+    rows: Sequence[dict[str, Any]],
+    path: str | Path,
+    parts: Sequence[str],
+    reference: tuple[float, float, str] | None = None,
+) -> Path:
+    """Accuracy, ROC-AUC and TPR at 1% FPR against training-set size (log x), one line per data part, 95% CIs
+    as error bars; ``reference`` = (n, accuracy, label) draws a published figure on the accuracy panel."""
+    metrics = [("accuracy", "accuracy"), ("roc_auc", "ROC-AUC"), ("tpr_at_fpr_1pct", "TPR at 1% FPR")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharex=True)
+    for ax, (key, title) in zip(axes, metrics):
+        for part in parts:
+            pts = [(r["n_train"], r[part]) for r in rows if part in r]
+            if not pts:
+                continue
+            x = [p[0] for p in pts]
+            y = [p[1][key] for p in pts]
+            ci = [p[1].get("ci95", {}).get(key) or [v, v] for p, v in zip(pts, y)]
+            err = np.array([[v - c[0] for v, c in zip(y, ci)], [c[1] - v for v, c in zip(y, ci)]])
+            ax.errorbar(x, y, yerr=np.clip(err, 0, None), marker="o", capsize=3, label=part)
+        if key == "accuracy" and reference is not None:
+            n, acc, label = reference
+            ax.scatter([n], [acc], marker="*", s=160, color="black", zorder=5, label=label)
+            ax.axhline(acc, color="black", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("training images (log scale)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

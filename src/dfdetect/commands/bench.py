@@ -17,7 +17,9 @@ def benchmark_cmd(
     device: str = typer.Option("cpu", help="cpu | cuda"),
     scan: Path = typer.Option(None, help="Also time `predict` over this folder, end to end."),
     scan_backends: str = typer.Option(
-        "auto", help="With --scan: comma-separated backends to time (auto | torch | onnx | openvino)."
+        "auto",
+        help="With --scan: comma-separated backends to time (auto | torch | onnx | openvino | openvino-bf16); "
+        "all run fp32 except openvino-bf16 (reduced precision, asked for).",
     ),
     cold_start: Path = typer.Option(None, help="Also time a fresh `dfdetect predict IMAGE` process."),
     min_seconds: float = typer.Option(2.0, help="Time each setting at least this long."),
@@ -45,11 +47,14 @@ def benchmark_cmd(
     if scan:
         ref = model if model and Path(model).exists() else None
         try:
-            out["scan"] = [
-                benchmark_scan(scan, _scan_model(ref, b.strip()), b.strip())
-                for b in scan_backends.split(",")
-                if b.strip()
-            ]
+            out["scan"] = []
+            for b in (b.strip() for b in scan_backends.split(",")):
+                if not b:
+                    continue
+                backend, _, precision = b.partition("-")
+                out["scan"].append(
+                    benchmark_scan(scan, _scan_model(ref, backend), backend, precision=precision or "fp32")
+                )
         except (ValueError, ImportError, FileNotFoundError) as e:
             typer.secho(f"error: --scan: {e}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
@@ -72,7 +77,8 @@ def benchmark_cmd(
     for s in out.get("scan", []):
         typer.echo(
             f"scan {s['folder']}: {s['images']} images in {s['seconds']:.2f} s = {s['images_per_s']:.1f} images/s "
-            f"({s['backend']}, batch {s['batch_size']}, {s['workers']} decode threads, model {s['model']})"
+            f"({s['backend']} {s['precision']}, batch {s['batch_size']}, {s['workers']} decode threads, "
+            f"model {s['model']})"
         )
     if int8_data:
         from dfdetect.benchmark import format_int8_result

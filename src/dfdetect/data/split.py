@@ -184,3 +184,28 @@ def write_split_manifest(report: SplitReport, path: str | Path, root: str | Path
         for it, g in zip(report.items, report.groups):
             w.writerow([it.path, it.label, it.split, it.source, g])
     return manifest_hash(path)
+
+
+def subsample(items: Sequence[Item], n: int, split: str = "train", seed: int = 0) -> list[Item]:
+    """Keep ``n`` of the ``split`` rows, stratified by (source, label) in proportion; other splits untouched.
+
+    Nested by construction for a fixed seed (each stratum is one seeded permutation, cut at its share), so a
+    learning curve's smaller training sets are subsets of its larger ones.
+    """
+    pool = [it for it in items if it.split == split]
+    if not 0 < n <= len(pool):
+        raise ValueError(f"cannot keep {n} of the {len(pool)} {split} images")
+    strata: dict[tuple[str, int], list[Item]] = defaultdict(list)
+    for it in sorted(pool, key=lambda it: it.path):
+        strata[(it.source, it.label)].append(it)
+    keys = sorted(strata)
+    exact = {k: n * len(strata[k]) / len(pool) for k in keys}
+    take = {k: int(exact[k]) for k in keys}
+    # largest remainders get the leftover images, so the total is exactly n
+    for k in sorted(keys, key=lambda k: exact[k] - take[k], reverse=True)[: n - sum(take.values())]:
+        take[k] += 1
+    kept: set[str] = set()
+    for k in keys:
+        order = np.random.default_rng([seed, len(strata[k])]).permutation(len(strata[k]))
+        kept.update(strata[k][i].path for i in order[: take[k]])
+    return [it for it in items if it.split != split or it.path in kept]
