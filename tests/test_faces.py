@@ -27,8 +27,8 @@ from dfdetect.faces import (  # noqa: E402
     eye_roll,
     find_faces,
     jpeg_quality,
-    predict_faces,
 )
+from dfdetect.runtime.pipeline import predict_faces  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FAKE = EXAMPLES / "fake" / "0H9IEK046U.jpg"
@@ -121,9 +121,14 @@ def test_predict_cli_face_mode(tmp_path):
     assert len(rows) == 2
     assert len(rows[0]["faces"]) == 1 and rows[0]["score"] == rows[0]["faces"][0]["score"]  # auto: not square
     assert any("JPEG" in w for w in rows[0]["warnings"])
-    assert "faces" not in rows[1]  # a 256 px crop stays on the unchanged whole-image path
+    # a 256 px crop stays on the whole-image path: same keys (one record shape), no face rows
+    assert rows[1]["mode"] == "image" and rows[1]["faces"] == [] and set(rows[1]) == set(rows[0])
     res = runner.invoke(app, ["predict", str(tmp_path / "photo.jpg"), "--no-faces", "--json", "--backend", "onnx"])
-    assert res.exit_code == 0 and "faces" not in json.loads(res.output.strip().splitlines()[-1])
+    assert res.exit_code == 0
+    row = json.loads(res.output.strip().splitlines()[-1])
+    assert row["mode"] == "image" and row["faces"] == []
+    # --no-faces on a non-square photo: scored whole, and the record says why that is out of the model's domain
+    assert any("far from square" in w for w in row["warnings"]) and any("JPEG" in w for w in row["warnings"])
 
 
 def test_video(tmp_path):

@@ -546,7 +546,9 @@ def test_predict_face_mode_rows_boxes_and_history(client):
     assert scan["mode"] == "faces" and scan["score"] == p["score"]
     assert [f["box"] for f in scan["faces"]] == [f["box"] for f in p["faces"]]
     off = client.post("/predict", files=[("files", ("group.jpg", data, "image/jpeg"))], data={"faces": "off"})
-    assert off.status_code == 200 and "faces" not in off.json()["predictions"][0]
+    row = off.json()["predictions"][0]
+    assert off.status_code == 200 and row["mode"] == "image" and row["faces"] == []
+    assert any("far from square" in w for w in row["warnings"])  # whole-image score out of the model's domain
     bad = client.post("/predict", files=[("files", ("group.jpg", data, "image/jpeg"))], data={"faces": "maybe"})
     assert bad.status_code == 422
     spec = client.get("/openapi.json").json()

@@ -351,13 +351,17 @@ def predict(
 
     try:
         det = Detector.load(model, device=device, backend=backend, precision=precision)
-        kw = {"batch_size": batch_size, "workers": workers, "progress": not as_json and sys.stderr.isatty()}
-        if faces is False:
-            preds = det.predict(paths, threshold=threshold, **kw)
-        else:  # face mode, forced or automatic (dfdetect.faces, docs/faces.md)
-            from dfdetect.faces import predict_paths
-
-            preds = predict_paths(det, paths, faces=faces, threshold=threshold, min_face=min_face, align=align, **kw)
+        # the one predict path (dfdetect.runtime.pipeline): whole image or faces by one rule (docs/faces.md)
+        preds = det.predict(
+            paths,
+            batch_size=batch_size,
+            workers=workers,
+            threshold=threshold,
+            progress=not as_json and sys.stderr.isatty(),
+            faces=faces,
+            min_face=min_face,
+            align=align,
+        )
     except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
         _fail(str(e))
     if csv_path:
@@ -372,18 +376,24 @@ def predict(
         for p in preds:
             typer.echo(json.dumps(p.to_dict()))
     else:
+        from dfdetect.runtime.pipeline import summarize
+
         width = max([len(p.path) for p in preds] + [4])
         typer.echo(f"{'path':<{width}}  {'verdict':<8}{'P(fake)':>8}  sha256")
         for p in preds:
             if p.error:
-                typer.echo(f"{p.path:<{width}}  {'ERROR':<8}{'':>8}  {p.error}")
+                tag = "SKIPPED" if p.mode == "skipped" else "ERROR"
+                typer.echo(f"{p.path:<{width}}  {tag:<8}{'':>8}  {p.error}")
             else:
-                note = f"  {p.decided_by}" if getattr(p, "decided_by", "") else ""
+                note = f"  {p.decided_by}" if p.decided_by else ""
                 typer.echo(f"{p.path:<{width}}  {p.label:<8}{p.score:>8.4f}  {p.sha256[:16]}{note}")
-        n_ok = sum(p.error is None for p in preds)
-        n_fake = sum(p.label == "fake" for p in preds)
+            for w in p.warnings:
+                typer.echo(f"{'':<{width}}  warning: {w}")
+        c = summarize(preds)
+        skipped = ", ".join(f"{n} {why}" for why, n in c["skipped"].items())
         typer.echo(
-            f"{n_ok} scored ({n_fake} fake, {n_ok - n_fake} real), {len(preds) - n_ok} unreadable; "
+            f"{c['scored']} scored ({c['fake']} fake, {c['real']} real; {c['with_warnings']} with warnings), "
+            f"{c['unreadable']} unreadable, {sum(c['skipped'].values())} skipped{f' ({skipped})' if skipped else ''}; "
             f"model {det.model_id}, threshold {det.threshold if threshold is None else threshold:.4f}"
         )
     if not any(p.error is None for p in preds):

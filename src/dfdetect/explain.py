@@ -628,7 +628,8 @@ def explain_faces(
 ) -> FaceExplanation:
     """Face mode of ``explain_image``: find the faces (``dfdetect.faces``), explain each training-framed crop,
     and draw the overview (boxes, P(fake), the deciding face marked). Needs OpenCV (``dfdetect[faces]``)."""
-    from dfdetect.faces import draw_faces, predict_faces
+    from dfdetect.faces import draw_faces
+    from dfdetect.runtime.pipeline import predict_faces
 
     if not isinstance(img, Image.Image):
         img = open_image(img)

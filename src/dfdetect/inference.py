@@ -11,23 +11,24 @@ ImageNet defaults. The same ``Prediction`` shape serves the CLI (table, JSON lin
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from dfdetect.data.io import ImageLoadError, is_image_file, open_image, to_rgb
+from dfdetect.data.io import to_rgb
 from dfdetect.data.preprocess import preprocess
+from dfdetect.faces.predict import MIN_FACE
+from dfdetect.runtime import pipeline
+from dfdetect.runtime.pipeline import Options, Prediction, expand_paths, scan_inputs
+
+__all__ = ["Detector", "Prediction", "expand_paths", "scan_inputs", "shipped_name"]
 
 log = logging.getLogger(__name__)
 
@@ -52,43 +53,6 @@ def shipped_name(ref: str | Path | None) -> str | None:
         log.warning("shipped model %r is now called %r", name, _RENAMED[name])
         name = _RENAMED[name]
     return name if name in SHIPPED else None
-
-
-@dataclass
-class Prediction:
-    path: str
-    sha256: str | None
-    label: str | None
-    """'fake' or 'real' (None when the file could not be read)."""
-    score: float | None
-    """P(fake) in [0, 1]."""
-    threshold: float
-    model: str
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def expand_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
-    """Files, folders (recursive, image extensions only) and globs -> (files, inputs that matched nothing)."""
-    files: list[Path] = []
-    missing: list[str] = []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_dir():
-            files.extend(sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q)))
-        elif p.exists():
-            files.append(p)
-        elif any(ch in str(raw) for ch in "*?["):
-            hits = sorted(Path(h) for h in glob.glob(str(raw), recursive=True) if Path(h).is_file())
-            if hits:
-                files.extend(hits)
-            else:
-                missing.append(str(raw))
-        else:
-            missing.append(str(raw))
-    return files, missing
 
 
 def _softmax_fake(logits: np.ndarray) -> np.ndarray:
@@ -369,16 +333,29 @@ class Detector:
 
         return explain_image(self, img, **kwargs)
 
-    def predict_bytes(self, data: bytes, name: str = "<upload>", threshold: float | None = None) -> Prediction:
-        """Score one encoded image held in memory (the REST API's path)."""
-        thr = self.threshold if threshold is None else float(threshold)
-        sha = hashlib.sha256(data).hexdigest()
-        try:
-            img = open_image(data)
-        except ImageLoadError as e:
-            return Prediction(name, sha, None, None, thr, self.model_id, str(e).replace("<bytes>", name))
-        s = self.score_image(img)
-        return Prediction(name, sha, "fake" if s >= thr else "real", round(s, 6), thr, self.model_id)
+    def predict_image(
+        self,
+        img: Image.Image,
+        name: str = "<image>",
+        threshold: float | None = None,
+        faces: bool | str | None = None,
+        min_face: int = MIN_FACE,
+        align: bool = True,
+    ) -> Prediction:
+        """One decoded image through the predict pipeline: same rule, record and warnings as ``predict``."""
+        return pipeline.predict_image(self, img, name, Options(faces, threshold, min_face, align))
+
+    def predict_bytes(
+        self,
+        data: bytes,
+        name: str = "<upload>",
+        threshold: float | None = None,
+        faces: bool | str | None = None,
+        min_face: int = MIN_FACE,
+        align: bool = True,
+    ) -> Prediction:
+        """One encoded image held in memory through the predict pipeline."""
+        return pipeline.predict_bytes(self, data, name, Options(faces, threshold, min_face, align))
 
     def predict(
         self,
@@ -387,68 +364,19 @@ class Detector:
         workers: int = 2,
         threshold: float | None = None,
         progress: bool = False,
+        faces: bool | str | None = None,
+        min_face: int = MIN_FACE,
+        align: bool = True,
     ) -> list[Prediction]:
-        """Score files, folders or globs. Unreadable files come back with ``error`` set; missing paths raise."""
-        if isinstance(inputs, (str, Path)):
-            inputs = [inputs]
-        files, missing = expand_paths(inputs)
-        if missing:
-            raise FileNotFoundError(f"no such file, folder or glob match: {', '.join(missing)}")
-        thr = self.threshold if threshold is None else float(threshold)
-        out: list[Prediction] = []
-        from tqdm.auto import tqdm
+        """Score files, folders or globs through the predict pipeline (``dfdetect.runtime.pipeline``).
 
-        with tqdm(total=len(files), desc="predict", unit="img", disable=not progress) as bar:
-            for chunk, decoded in self._decoded_batches(files, batch_size, workers):
-                good = [i for i, d in enumerate(decoded) if d[0] is not None]
-                scores = self.score_batch(np.stack([decoded[i][0] for i in good])) if good else []
-                score_of = dict(zip(good, scores))
-                for i, (path, (_, sha, err)) in enumerate(zip(chunk, decoded)):
-                    s = score_of.get(i)
-                    if err:
-                        log.warning("skipping %s", err)
-                    out.append(
-                        Prediction(
-                            path=str(path),
-                            sha256=sha,
-                            label=None if s is None else ("fake" if s >= thr else "real"),
-                            score=None if s is None else round(float(s), 6),
-                            threshold=thr,
-                            model=self.model_id,
-                            error=err,
-                        )
-                    )
-                bar.update(len(chunk))
-        return out
-
-    def _load_one(self, path: Path) -> tuple[np.ndarray | None, str | None, str | None]:
-        """Read once; hash and decode the same bytes."""
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            return None, None, f"{path}: cannot read ({e.strerror})"
-        sha = hashlib.sha256(data).hexdigest()
-        try:
-            return self.preprocess(open_image(data)), sha, None
-        except ImageLoadError as e:
-            return None, sha, str(e).replace("<bytes>", str(path))
-
-    def _decoded_batches(
-        self, files: Sequence[Path], batch_size: int, workers: int
-    ) -> Iterator[tuple[Sequence[Path], list[tuple[np.ndarray | None, str | None, str | None]]]]:
-        """Decode in threads one batch ahead of inference (PIL and numpy release the GIL)."""
-        chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-        if workers <= 0:
-            for c in chunks:
-                yield c, [self._load_one(p) for p in c]
-            return
-        with ThreadPoolExecutor(workers) as pool:
-            pending = [pool.map(self._load_one, c) for c in chunks[:2]]
-            for k, c in enumerate(chunks):
-                decoded = list(pending[k])
-                if k + 2 < len(chunks):
-                    pending.append(pool.map(self._load_one, chunks[k + 2]))
-                yield c, decoded
+        One record per file (unreadable ones with ``error`` set), then one per folder entry a scan skipped
+        (``mode == "skipped"``: not an image file, a directory named like an image, a broken link); missing
+        inputs raise ``FileNotFoundError``. ``faces``: None/"auto" = face mode for images much larger than the
+        model input or far from square (as ``dfdetect predict``), True forces it, False scores whole images.
+        """
+        opts = Options(faces, threshold, min_face, align)
+        return pipeline.run(self, inputs, opts, batch_size=batch_size, workers=workers, progress=progress)
 
 
 def _installed(module: str) -> bool:

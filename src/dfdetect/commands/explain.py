@@ -92,15 +92,11 @@ def explain_cmd(
         _fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
 
-    from dfdetect.faces import FacesUnavailable, use_face_mode
+    from dfdetect.faces import faces_available
+    from dfdetect.runtime.pipeline import use_face_mode
 
-    if faces:
-        try:
-            from dfdetect.faces.detect import _cascade
-
-            _cascade()
-        except FacesUnavailable as e:
-            _fail(str(e))
+    if faces and (why := faces_available()) is not None:
+        _fail(why)
     rand = randomized_model(det) if sanity else None
     used: set[str] = set()
     n_ok = 0
@@ -110,16 +106,7 @@ def explain_cmd(
             try:
                 img = open_image(path)
                 stem = _unique_stem(path, used)
-                face_mode = use_face_mode(faces, img.size, det.data_config)
-                if face_mode and faces is None:
-                    try:
-                        from dfdetect.faces.detect import _cascade
-
-                        _cascade()
-                    except FacesUnavailable as e:
-                        log.warning("automatic face mode is off: %s", e)
-                        face_mode = False
-                if face_mode:
+                if use_face_mode(faces, img.size, det.data_config):
                     fx = explain_faces(
                         det, img, wanted, smoothgrad_samples=smoothgrad, top_k=top_k, min_face=min_face, align=align
                     )

@@ -24,22 +24,19 @@ def faces_cmd(
     from dfdetect.cli import _fail, _setup_logging
 
     _setup_logging()
-    from dfdetect.faces import FacesUnavailable, face_prediction
-    from dfdetect.inference import Detector, expand_paths
+    from dfdetect.faces import FacesUnavailable
+    from dfdetect.inference import Detector
 
     try:
-        files, missing = expand_paths(paths)
-        if missing:
-            raise FileNotFoundError(f"no such file, folder or glob match: {', '.join(missing)}")
         det = Detector.load(model, backend=backend)
-        preds = [face_prediction(det, f, threshold, min_face, align) for f in files]
+        preds = det.predict(paths, threshold=threshold, faces=True, min_face=min_face, align=align)
     except (FileNotFoundError, FacesUnavailable, ValueError, RuntimeError) as e:
         _fail(str(e))
     for p in preds:
         if as_json:
             typer.echo(json.dumps(p.to_dict()))
         elif p.error:
-            typer.echo(f"{p.path}: ERROR {p.error}")
+            typer.echo(f"{p.path}: {'SKIPPED' if p.mode == 'skipped' else 'ERROR'} {p.error}")
         else:
             typer.echo(f"{p.path}: {p.label} {p.score:.4f}  (decided by {p.decided_by})")
             for i, f in enumerate(p.faces, 1):
@@ -69,8 +66,9 @@ def video_cmd(
     from dfdetect.cli import _fail, _setup_logging
 
     _setup_logging()
-    from dfdetect.faces import FacesUnavailable, analyze_video
+    from dfdetect.faces import FacesUnavailable
     from dfdetect.inference import Detector
+    from dfdetect.runtime.video import analyze_video
 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:

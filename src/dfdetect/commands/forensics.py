@@ -104,13 +104,10 @@ def report(
         except (CheckpointError, ValueError, RuntimeError) as e:
             _fail(str(e))
     if faces and det is not None:
-        from dfdetect.faces import FacesUnavailable
-        from dfdetect.faces.detect import _cascade
+        from dfdetect.faces import faces_available
 
-        try:
-            _cascade()
-        except FacesUnavailable as e:
-            _fail(str(e))
+        if (why := faces_available()) is not None:
+            _fail(why)
     index, rows = write_reports(files, out, det, ela_quality, cam=not no_cam, faces=faces, align=align)
     for a, m, page in rows:
         if a.error:

@@ -62,6 +62,19 @@ def _cascade() -> Any:
     return clf
 
 
+@lru_cache(maxsize=1)
+def faces_available() -> str | None:
+    """None when face mode can run here (OpenCV 4.x with its face and eye cascades), else why not."""
+    try:
+        from dfdetect.faces.align import _eye_cascade
+
+        _cascade()
+        _eye_cascade()
+    except FacesUnavailable as e:
+        return str(e)
+    return None
+
+
 def find_faces(
     img: Image.Image | np.ndarray, min_size: int = 40, min_neighbors: int = 5, scale_factor: float = 1.1
 ) -> list[Face]:

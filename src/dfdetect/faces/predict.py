@@ -1,26 +1,19 @@
-"""Face mode: find every face, crop it like the training data, score each; the most suspicious face decides.
-
-Warnings instead of silence: no face found (the whole image is scored instead, which the model was not
-trained on), faces smaller than ``SMALL_FACE`` px (upsampled crops lose the artefacts the model looks for),
-heavy JPEG compression (quality estimated from the luminance quantisation table), crops padded at the border.
+"""Face mode's image operations: find every face, crop it like the training data (eye-aligned when possible),
+the automatic face-mode rule, and the JPEG quality estimate. Scoring the crops and the verdict (the most
+suspicious face decides) live in the one predict path, ``dfdetect.runtime.pipeline``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from dfdetect.data.io import ImageLoadError, open_image
 from dfdetect.faces.align import TRAIN_CROP, crop_face
-from dfdetect.faces.detect import FacesUnavailable, find_faces
-from dfdetect.inference import Prediction, expand_paths
+from dfdetect.faces.detect import find_faces
 
 log = logging.getLogger(__name__)
 
@@ -125,20 +118,6 @@ class FaceResult:
     """The crops that were scored, one per face (for explanations and reports)."""
 
 
-DECISION_RULE = "max"
-"""How face scores become the image's score: the most suspicious face decides."""
-
-
-@dataclass
-class FacePrediction(Prediction):
-    """A ``Prediction`` from face mode: ``score`` is the most suspicious face's, plus the per-face rows."""
-
-    mode: str = "faces"
-    decided_by: str = ""
-    faces: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-
 def face_crops(img: Image.Image, min_face: int = MIN_FACE, align: bool = True) -> list[FaceCrop]:
     """Find the faces of one RGB image and crop each like the training data, largest first.
 
@@ -182,11 +161,11 @@ def rotated_search(img: Image.Image, min_face: int = MIN_FACE) -> list[tuple[Any
 
     w, h = img.size
     hits: list[tuple[Any, float]] = []
+    # Shrink before rotating: rotating a full-resolution photo (expand=True) first cost gigabytes on long images.
+    k = min(1.0, ROTATED_SEARCH_MAX_SIDE / max(w, h))
+    base = img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.Resampling.BILINEAR) if k < 1.0 else img
     for angle in ROTATED_SEARCH:
-        rot = img.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
-        k = min(1.0, ROTATED_SEARCH_MAX_SIDE / max(rot.size))
-        if k < 1.0:
-            rot = rot.resize((round(rot.width * k), round(rot.height * k)), Image.Resampling.BILINEAR)
+        rot = base.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
         th = np.radians(angle)
         for f in find_faces(rot, min_size=max(12, round(min_face * k))):
             x, y, bw, bh = (v / k for v in f.box)
@@ -209,174 +188,3 @@ def rotated_search(img: Image.Image, min_face: int = MIN_FACE) -> list[tuple[Any
 
 def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
     return box[0] + box[2] / 2, box[1] + box[3] / 2
-
-
-def face_result(
-    crops: list[FaceCrop],
-    scores: Any,
-    threshold: float,
-    whole_score: float | None = None,
-    quality: int | None = None,
-    min_face: int = MIN_FACE,
-    small_face: int = SMALL_FACE,
-    align: bool = True,
-) -> FaceResult:
-    """Per-face rows, warnings and the image verdict (the most suspicious face decides) from scored crops.
-
-    ``whole_score``: the whole image's score, used (with a warning) when ``crops`` is empty.
-    """
-    thr = float(threshold)
-    warnings: list[str] = []
-    if quality is not None and quality < HEAVY_JPEG:
-        warnings.append(f"heavy JPEG compression (quality ~{quality} < {HEAVY_JPEG}): scores are less reliable")
-    if not crops:
-        if whole_score is None:
-            raise ValueError("no face found and no whole-image score given")
-        warnings.append(f"no face found (frontal faces >= {min_face} px): scored the whole image instead")
-        s = float(whole_score)
-        return FaceResult([], s, "fake" if s >= thr else "real", thr, "whole image (no face found)", warnings)
-    faces = []
-    for c, sc in zip(crops, scores):
-        fw: list[str] = []
-        side = min(c.box[2:])
-        if side < small_face:
-            fw.append(f"face smaller than {small_face} px ({side} px): upsampled, less reliable")
-        if c.padded:
-            fw.append("at the image border: crop padded by mirroring")
-        if align and not c.aligned:
-            fw.append("not aligned: no plausible eye pair found, cropped as detected")
-        if c.rotated_search:
-            fw.append("tilted face: found only by the rotated search, levelled before cropping")
-        faces.append(FaceScore(c.box, c.crop, float(sc), c.neighbors, c.aligned, c.roll, fw))
-    small = [f for f in faces if min(f.box[2:]) < small_face]
-    if small:
-        sizes = ", ".join(str(min(f.box[2:])) for f in small)
-        warnings.append(f"{len(small)} face(s) smaller than {small_face} px ({sizes} px): upsampled, less reliable")
-    padded = sum(c.padded for c in crops)
-    if padded:
-        warnings.append(f"{padded} face(s) at the image border: crop padded by mirroring")
-    top = max(range(len(faces)), key=lambda i: faces[i].score)
-    decided = f"max of {len(faces)} face(s): face {top + 1} at {list(faces[top].box)}"
-    s = faces[top].score
-    return FaceResult(faces, s, "fake" if s >= thr else "real", thr, decided, warnings, top, [c.image for c in crops])
-
-
-def predict_faces(
-    det: Any,
-    img: Image.Image,
-    threshold: float | None = None,
-    min_face: int = MIN_FACE,
-    small_face: int = SMALL_FACE,
-    quality: int | None = None,
-    align: bool = True,
-) -> FaceResult:
-    """Score every face of one RGB image with detector ``det``; ``quality``: the file's JPEG quality if known;
-    ``align``: eye-based roll alignment (see ``face_crops``)."""
-    thr = det.threshold if threshold is None else float(threshold)
-    img = img.convert("RGB")
-    crops = face_crops(img, min_face, align)
-    if not crops:
-        return face_result([], [], thr, det.score_image(img), quality, min_face, small_face, align)
-    scores = det.score_batch(np.stack([det.preprocess(c.image) for c in crops]))
-    return face_result(crops, scores, thr, None, quality, min_face, small_face, align)
-
-
-def use_face_mode(faces: bool | str | None, size: tuple[int, int], data_config: dict[str, Any]) -> bool:
-    """``faces``: True/"on" forces face mode, False/"off" disables it, None/"auto" applies ``auto_face_mode``."""
-    if isinstance(faces, str):
-        key = faces.strip().lower()
-        if key not in ("auto", "on", "off"):
-            raise ValueError(f"faces must be auto, on or off, not {faces!r}")
-        faces = None if key == "auto" else key == "on"
-    return auto_face_mode(size, data_config) if faces is None else bool(faces)
-
-
-def _read(path: Path) -> tuple[Image.Image | None, str | None, int | None, str | None]:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return None, None, None, f"{path}: cannot read ({e.strerror})"
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        img = open_image(data)
-    except ImageLoadError as e:
-        return None, sha, None, str(e).replace("<bytes>", str(path))
-    quality = None
-    try:
-        import io
-
-        with Image.open(io.BytesIO(data)) as raw:
-            if raw.format == "JPEG":
-                quality = jpeg_quality(getattr(raw, "quantization", None))
-    except Exception:  # noqa: BLE001 - a quality estimate is optional
-        quality = None
-    return img, sha, quality, None
-
-
-def _image_size(path: Path) -> tuple[int, int] | None:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception:  # noqa: BLE001 - unreadable files are reported by the normal path
-        return None
-
-
-def face_prediction(
-    det: Any, path: str | Path, threshold: float | None = None, min_face: int = MIN_FACE, align: bool = True
-) -> Prediction:
-    """Face-mode ``Prediction`` for one file (errors come back in ``error``, as in ``Detector.predict``)."""
-    path = Path(path)
-    thr = det.threshold if threshold is None else float(threshold)
-    img, sha, quality, err = _read(path)
-    if err or img is None:
-        return Prediction(str(path), sha, None, None, thr, det.model_id, err)
-    r = predict_faces(det, img, threshold=thr, min_face=min_face, quality=quality, align=align)
-    for w in r.warnings:
-        log.warning("%s: %s", path, w)
-    return FacePrediction(
-        path=str(path),
-        sha256=sha,
-        label=r.label,
-        score=round(r.score, 6),
-        threshold=thr,
-        model=det.model_id,
-        decided_by=r.decided_by,
-        faces=[f.to_dict() for f in r.faces],
-        warnings=r.warnings,
-    )
-
-
-def predict_paths(
-    det: Any,
-    inputs: Iterable[str | Path],
-    faces: bool | None = None,
-    threshold: float | None = None,
-    min_face: int = MIN_FACE,
-    align: bool = True,
-    **predict_kwargs: Any,
-) -> list[Prediction]:
-    """``Detector.predict`` with face mode: ``faces`` True forces it, False disables it, None = the auto rule;
-    ``align``: eye alignment and the rotated search in face mode (docs/faces.md).
-
-    Files that do not go to face mode are scored by ``det.predict`` unchanged (same ``Prediction`` rows).
-    """
-    files, missing = expand_paths(list(inputs))
-    if missing:
-        raise FileNotFoundError(f"no such file, folder or glob match: {', '.join(missing)}")
-    if faces is False:
-        return det.predict(files, threshold=threshold, **predict_kwargs)
-    use = []
-    for f in files:
-        size = _image_size(f) if faces is None else None
-        use.append(bool(faces) or (size is not None and auto_face_mode(size, det.data_config)))
-    if faces is None and any(use):
-        try:
-            from dfdetect.faces.detect import _cascade
-
-            _cascade()
-        except FacesUnavailable as e:
-            log.warning("automatic face mode is off: %s", e)
-            use = [False] * len(files)
-    whole = [f for f, u in zip(files, use) if not u]
-    plain = iter(det.predict(whole, threshold=threshold, **predict_kwargs) if whole else [])
-    return [face_prediction(det, f, threshold, min_face, align) if u else next(plain) for f, u in zip(files, use)]

@@ -259,10 +259,12 @@ def model_result(
     thr = detector.threshold
     target = a.image
     m: ModelResult
-    if _face_mode(faces, a.image.size, detector.data_config):
-        from dfdetect.faces import draw_faces, predict_faces
+    from dfdetect.runtime.pipeline import Options, predict_faces, predict_image, use_face_mode
 
-        quality = a.jpeg.quality if a.jpeg is not None else None
+    quality = a.jpeg.quality if a.jpeg is not None else None
+    if use_face_mode(faces, a.image.size, detector.data_config):
+        from dfdetect.faces import draw_faces
+
         r = predict_faces(detector, a.image, quality=quality, align=align)
         m = ModelResult(detector.model_id, detector.arch, round(r.score, 6), thr, r.label)
         m.mode, m.decided, m.decided_by, m.warnings = "faces", r.decided, r.decided_by, list(r.warnings)
@@ -271,8 +273,9 @@ def model_result(
         if r.faces and r.decided is not None:
             target = r.crops[r.decided]
     else:
-        s = detector.score_image(a.image)
-        m = ModelResult(detector.model_id, detector.arch, round(s, 6), thr, "fake" if s >= thr else "real")
+        p = predict_image(detector, a.image, str(a.path), Options(faces=False), quality=quality)
+        m = ModelResult(detector.model_id, detector.arch, p.score, thr, p.label)
+        m.warnings = list(p.warnings)
     if not cam:
         m.cam_note = "Class activation map skipped (--no-cam)."
         return m
@@ -290,25 +293,6 @@ def model_result(
         log.warning("%s: CAM failed (%s)", a.path, err)
         m.cam_note = f"Class activation map failed: {err}"
     return m
-
-
-def _face_mode(faces: bool | None, size: tuple[int, int], data_config: dict[str, Any]) -> bool:
-    """The face-mode decision for one image; automatic mode quietly stays off without OpenCV."""
-    if faces is False:
-        return False
-    from dfdetect.faces import FacesUnavailable, use_face_mode
-
-    if not use_face_mode(faces, size, data_config):
-        return False
-    if faces is None:
-        try:
-            from dfdetect.faces.detect import _cascade
-
-            _cascade()
-        except FacesUnavailable as err:
-            log.warning("automatic face mode is off: %s", err)
-            return False
-    return True
 
 
 def write_reports(

@@ -49,6 +49,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from dfdetect import __version__
+from dfdetect.runtime import pipeline
 from dfdetect.serve.db import ScanDB, ScanRecord, utc_now
 from dfdetect.serve.schemas import (
     ErrorResponse,
@@ -224,7 +225,7 @@ class Decoded:
     """HTTP status this file alone would get: 200, 415 (not an image), 422 (empty, corrupt, bomb)."""
 
 
-def decode_upload(up: Upload, detector: Any, keep_image: bool = False) -> Decoded:
+def decode_upload(up: Upload, detector: Any, keep_image: bool = False, preprocess: bool = True) -> Decoded:
     """Hash, decode safely (``dfdetect.data.io.open_image``) and preprocess one upload. Never raises."""
     from dfdetect.data.io import ImageLoadError, open_image
 
@@ -233,7 +234,8 @@ def decode_upload(up: Upload, detector: Any, keep_image: bool = False) -> Decode
     try:
         img = open_image(data)
         d.width, d.height = img.size
-        d.array = detector.preprocess(img)
+        if preprocess:
+            d.array = detector.preprocess(img)
         if keep_image:
             d.image = img
     except ImageLoadError as e:
@@ -414,7 +416,8 @@ class ExplainRunner:
         """Face mode: (``FaceResult``, explanation of the deciding face's crop (of the whole image when no face
         was found), that crop, the overview with the boxes drawn, torch detector); LookupError when unavailable.
         Only the deciding face is explained: the answer carries one panel."""
-        from dfdetect.faces import draw_faces, predict_faces
+        from dfdetect.faces import draw_faces
+        from dfdetect.runtime.pipeline import predict_faces
 
         with self._lock:
             self._ensure()
@@ -481,41 +484,22 @@ def _png_b64(img: Image.Image) -> str:
 
 # ---- face mode ------------------------------------------------------------------------------------
 def faces_available() -> str | None:
-    """None when face mode can run here, else why not (OpenCV 4.x with its cascades is missing)."""
-    try:
-        from dfdetect.faces.align import _eye_cascade
-        from dfdetect.faces.detect import _cascade
-
-        _cascade()
-        _eye_cascade()
-    except Exception as e:  # FacesUnavailable, or a broken OpenCV install
-        return str(e)
-    return None
+    """None when face mode can run here, else why not (the pipeline's one rule)."""
+    return pipeline.faces_available()
 
 
 def _parse_faces(raw: str | None) -> bool | None:
     """The ``faces`` form field: auto (default) -> None, on -> True, off -> False."""
-    key = (raw or "auto").strip().lower()
-    table = {"auto": None, "on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
-    if key not in table:
-        raise HTTPException(422, f"faces must be auto, on or off, not {raw[:40]!r}")
-    return table[key]
+    try:
+        return pipeline.parse_faces(raw or "auto")
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from None
 
 
 def _wants_faces(faces: bool | None, d: Decoded, detector: Any) -> bool:
-    from dfdetect.faces import use_face_mode
-
-    return (
-        d.width is not None and d.height is not None and use_face_mode(faces, (d.width, d.height), detector.data_config)
-    )
-
-
-def _face_crops(d: Decoded, detector: Any, align: bool) -> tuple[list[Any], list[np.ndarray]]:
-    """Detect, align and crop the faces of a decoded upload; their preprocessed arrays (thread pool)."""
-    from dfdetect.faces import face_crops
-
-    crops = face_crops(d.image, align=align) if d.image is not None else []
-    return crops, [detector.preprocess(c.image) for c in crops]
+    if d.width is None or d.height is None:
+        return False
+    return pipeline.use_face_mode(faces, (d.width, d.height), detector.data_config)
 
 
 def _jpeg_quality_of(data: bytes) -> int | None:
@@ -526,6 +510,41 @@ def _jpeg_quality_of(data: bytes) -> int | None:
             return jpeg_quality(getattr(im, "quantization", None)) if im.format == "JPEG" else None
     except Exception:  # noqa: BLE001 - the estimate is optional
         return None
+
+
+def _prepare_upload(up: Upload, detector: Any, opts: Any) -> tuple[Decoded, Any]:
+    """One upload through the pipeline's preparation (thread pool): the server's status bookkeeping plus the
+    pipeline's whole-image-or-faces decision, crops and arrays. The decoded pixels are dropped once prepared."""
+    d = decode_upload(up, detector, keep_image=True, preprocess=False)
+    pd = pipeline.Decoded(d.name, d.sha256, d.image, _jpeg_quality_of(d.data) if d.image else None, d.error)
+    prepared = pipeline.prepare(detector, pd, opts)
+    if pd.error and not d.error:  # the face search or preprocessing failed on this file
+        d.error, d.status = pd.error, 422
+    d.image = None  # the bytes stay for the history's image store (--store-images)
+    return d, prepared
+
+
+def prediction_out(r: Any) -> PredictionOut:
+    """A pipeline ``Prediction`` as the API's row: the keys of ``predict --json`` (plus ``decision_rule`` in face
+    mode), and each face's own verdict."""
+    fields: dict[str, Any] = {
+        "warnings": list(r.warnings),
+        "mode": r.mode,
+        "decided_by": r.decided_by,
+        "faces": [FaceOut(**f) for f in pipeline.face_rows(r)],
+    }
+    if r.mode == "faces":
+        fields["decision_rule"] = pipeline.DECISION_RULE
+    return PredictionOut(
+        path=r.path,
+        sha256=r.sha256,
+        label=r.label,
+        score=r.score,
+        threshold=r.threshold,
+        model=r.model,
+        error=r.error,
+        **fields,
+    )
 
 
 def face_rows(result: Any) -> list[FaceOut]:
@@ -545,13 +564,13 @@ def face_rows(result: Any) -> list[FaceOut]:
 
 
 def face_extra(result: Any) -> dict[str, Any]:
-    """What the scan history keeps of a face-mode result (the ``faces_json`` column)."""
-    from dfdetect.faces import DECISION_RULE
-
+    """What the scan history keeps of a face-mode result (the ``faces_json`` column): a ``FaceResult`` or a
+    face-mode pipeline ``Prediction``."""
+    faces = pipeline.face_rows(result) if hasattr(result, "mode") else [f.model_dump() for f in face_rows(result)]
     return {
-        "decision_rule": DECISION_RULE,
+        "decision_rule": pipeline.DECISION_RULE,
         "decided_by": result.decided_by,
-        "faces": [f.model_dump() for f in face_rows(result)],
+        "faces": faces,
         "warnings": list(result.warnings),
     }
 
@@ -916,71 +935,32 @@ def create_app(
         align = _parse_bool(form.get("align"), True)
         det = svc.detector
         thr = det.threshold if thr_override is None else thr_override
-        keep = faces is not False
-        decoded = list(await asyncio.gather(*(run_in_threadpool(decode_upload, up, det, keep) for up in uploads)))
+        if faces is True and (why := faces_available()) is not None:
+            raise HTTPException(501, f"face mode is not available on this server: {why}")
+        # The one predict path (dfdetect.runtime.pipeline): decode, whole image or faces, preprocess in threads;
+        # one micro-batched forward pass for all of it; the same records as `dfdetect predict --json`.
+        opts = pipeline.Options(faces=faces, threshold=thr_override, align=align)
+        pairs = list(await asyncio.gather(*(run_in_threadpool(_prepare_upload, up, det, opts) for up in uploads)))
         del uploads
-        good = [d for d in decoded if d.array is not None]
-        if not good:
+        decoded = [d for d, _ in pairs]
+        if all(d.error is not None for d in decoded):
             raise _all_failed(decoded)
-        need = [d for d in good if _wants_faces(faces, d, det)] if keep else []
-        for d in decoded:
-            if not any(d is n for n in need):
-                d.image = None  # only face-mode images keep their pixels
-        if need and (why := faces_available()) is not None:
-            if faces:
-                raise HTTPException(501, f"face mode is not available on this server: {why}")
-            log.warning("automatic face mode is off: %s", why)
-            need = []
-        prepared = await asyncio.gather(*(run_in_threadpool(_face_crops, d, det, align) for d in need))
-        arrays = [d.array for d in good] + [a for _, arrs in prepared for a in arrs]
+        arrays = [a for _, p in pairs for a in p.arrays]
         try:
             all_scores = await svc.batcher.score(arrays)  # type: ignore[arg-type]
         except Exception as e:
             log.exception("inference failed")
             raise HTTPException(500, f"inference failed ({type(e).__name__})") from None
-        scores = list(all_scores[: len(good)])
-        score_of = {id(d): s for d, s in zip(good, scores)}
-        result_of: dict[int, Any] = {}
-        pos = len(good)
-        from dfdetect.faces import DECISION_RULE, face_result
-
-        for d, (crops, arrs) in zip(need, prepared):
-            face_scores = all_scores[pos : pos + len(arrs)]
-            pos += len(arrs)
-            q = _jpeg_quality_of(d.data)
-            result_of[id(d)] = r = face_result(crops, face_scores, thr, score_of[id(d)], q, align=align)
-            score_of[id(d)] = r.score
-        for d in decoded:
-            d.image = None  # free the pixels before the response is built
-        rows = [(d, round(score_of[id(d)], 6), "fake" if score_of[id(d)] >= thr else "real", thr) for d in good]
-        extras = [face_extra(result_of[id(d)]) if id(d) in result_of else None for d in good]
+        records, pos = [], 0
+        for _, p in pairs:
+            records.append(pipeline.finish(det, p, all_scores[pos : pos + len(p.arrays)], opts))
+            pos += len(p.arrays)
+        scored = [(d, r) for d, r in zip(decoded, records) if r.error is None]
+        rows = [(d, r.score, r.label, thr) for d, r in scored]
+        extras = [face_extra(r) if r.mode == "faces" else None for _, r in scored]
         ids = await run_in_threadpool(svc.record, rows, case_id, "predict", det.model_id, extras)
-        id_of = {id(d): i for (d, *_), i in zip(rows, ids)}
-        preds = []
-        for d in decoded:
-            s = score_of.get(id(d))
-            fields: dict[str, Any] = {}
-            r = result_of.get(id(d))
-            if r is not None:
-                fields = {
-                    "mode": "faces",
-                    "decision_rule": DECISION_RULE,
-                    "decided_by": r.decided_by,
-                    "faces": face_rows(r),
-                    "warnings": list(r.warnings),
-                }
-            preds.append(
-                PredictionOut(
-                    path=d.name,
-                    sha256=d.sha256,
-                    label=None if s is None else ("fake" if s >= thr else "real"),
-                    score=None if s is None else round(s, 6),
-                    threshold=thr,
-                    model=det.model_id,
-                    error=d.error,
-                    **fields,
-                )
-            )
+        id_of = {id(d): i for (d, _), i in zip(scored, ids)}
+        preds = [prediction_out(r) for r in records]
         return PredictResponse(predictions=preds, scan_ids=[id_of.get(id(d)) for d in decoded], case_id=case_id)
 
     @app.post(

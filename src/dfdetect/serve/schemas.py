@@ -49,14 +49,16 @@ class PredictionOut(BaseModel):
     threshold: float
     model: str
     error: str | None = None
-    mode: str | None = Field(None, description="'faces' in face mode (absent when the whole image was scored).")
+    mode: str | None = Field(None, description="'faces' (face mode), 'image' (the whole image was scored).")
     decision_rule: str | None = Field(
         None, description="Face mode: how face scores make the image score: 'max' (the most suspicious face decides)."
     )
     decided_by: str | None = Field(None, description="Face mode: which face decided, e.g. 'max of 2 face(s): ...'.")
     faces: list[FaceOut] | None = Field(None, description="Face mode: one row per detected face, largest first.")
     warnings: list[str] | None = Field(
-        None, description="Face mode: no face found, small faces, heavy JPEG compression, faces at the border."
+        None,
+        description="What makes the score less trustworthy: no face found, image far smaller than the model input "
+        "or far from square, heavy JPEG compression, noise-like content, small faces, faces at the border.",
     )
 
 

@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from dfdetect.faces.detect import _cv2
-from dfdetect.faces.predict import MIN_FACE, predict_faces
+from dfdetect.faces.predict import MIN_FACE
+from dfdetect.runtime.pipeline import predict_faces
 
 log = logging.getLogger(__name__)
 
