@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -294,3 +295,74 @@ def test_openvino_runs_fp32_unless_asked(tiny_run, tmp_path):
         Detector.load(onnx_path, backend="onnx", precision="bf16")
     with pytest.raises(ValueError, match="precision must be"):
         Detector.load(onnx_path, precision="fp8")
+
+
+def test_hostile_folder_is_answered_file_by_file(tiny_run, tmp_path):
+    """A GIF, a 1x1 image, a noise image, a directory named x.jpg and a dangling link: one record each, with the
+    warning or the reason; the good face is scored; the Python API and the CLI give the same records."""
+    import numpy as np
+    from PIL import Image
+
+    from dfdetect import Detector
+
+    d = tmp_path / "mixed"
+    d.mkdir()
+    face = sorted((Path(__file__).resolve().parents[1] / "examples" / "real").glob("*.jpg"))[0]
+    (d / "face.jpg").write_bytes(face.read_bytes())
+    Image.open(face).convert("P").save(d / "anim.gif")
+    Image.new("RGB", (1, 1), (120, 90, 80)).save(d / "one.png")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(d / "noise.png")
+    (d / "x.jpg").mkdir()
+    (d / "gone.jpg").symlink_to(d / "nowhere.jpg")
+    (d / "notes.txt").write_text("not an image")
+    det = Detector.load(tiny_run / "best.pt", device="cpu")
+    preds = {Path(p.path).name: p for p in det.predict(d, workers=0)}
+    assert set(preds) == {"face.jpg", "anim.gif", "one.png", "noise.png", "x.jpg", "gone.jpg", "notes.txt"}
+    assert preds["face.jpg"].error is None and preds["anim.gif"].error is None  # GIFs are scanned like any image
+    assert any("far smaller than the model input" in w for w in preds["one.png"].warnings)
+    assert any("looks like noise" in w for w in preds["noise.png"].warnings)
+    assert not any("noise" in w for w in preds["face.jpg"].warnings)
+    assert preds["x.jpg"].mode == "skipped" and "directory" in preds["x.jpg"].error
+    assert preds["gone.jpg"].mode == "skipped" and "broken link" in preds["gone.jpg"].error
+    assert preds["notes.txt"].mode == "skipped" and "not an image file" in preds["notes.txt"].error
+    r = runner.invoke(app, ["predict", str(d), "--model", str(tiny_run / "best.pt"), "--json", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    rows = {Path(x["path"]).name: x for x in map(json.loads, (ln for ln in r.stdout.splitlines() if ln[:1] == "{"))}
+    assert rows == {k: p.to_dict() for k, p in preds.items()}
+    table = runner.invoke(app, ["predict", str(d), "--model", str(tiny_run / "best.pt"), "--workers", "0"])
+    assert "3 skipped (1 a directory named like an image, 1 broken link, 1 not an image file)" in table.stdout
+    assert "warning: looks like noise" in table.stdout
+
+
+def test_evaluate_takes_an_exported_onnx_model(tiny_run, tiny_data, tmp_path):
+    """evaluate scores an .onnx file as it ships (same preprocessing, threshold and split rules as the .pt)."""
+    pytest.importorskip("onnxruntime")
+    onnx_path = tiny_run / "best.onnx"
+    if not onnx_path.exists():
+        assert runner.invoke(app, ["export", str(tiny_run / "best.pt"), "--out", str(onnx_path)]).exit_code == 0
+    out = {}
+    for name, model in (("pt", tiny_run / "best.pt"), ("onnx", onnx_path)):
+        r = runner.invoke(
+            app,
+            [
+                "evaluate",
+                str(model),
+                "--data",
+                str(tiny_data),
+                "--json",
+                "--bootstrap",
+                "10",
+                "--device",
+                "cpu",
+                "--backend",
+                "onnx",
+                "--out",
+                str(tmp_path / name),
+            ],
+        )
+        assert r.exit_code == 0, r.output
+        out[name] = next(iter(json.loads(r.stdout[r.stdout.index("{") :]).values()))
+    assert out["pt"]["n"] == out["onnx"]["n"] > 0  # the run's own test split, found beside the model
+    for k in ("accuracy", "roc_auc", "threshold"):
+        assert out["pt"][k] == pytest.approx(out["onnx"][k], abs=1e-6), k

@@ -216,3 +216,23 @@ def test_no_eye_pair_falls_back_and_says_so(det):
     assert len(r.faces) == 1 and not r.faces[0].aligned and r.faces[0].roll is None
     assert any("not aligned" in w for w in r.faces[0].warnings)
     assert r.faces[0].to_dict()["aligned"] is False
+
+
+def test_python_api_and_cli_agree_on_a_group_photo(tmp_path):
+    """The README's Python example (`Detector.load().predict([...])`) and `dfdetect predict` give the same record
+    for a whole photo with a StyleGAN face and a real face: both use face mode by the same rule."""
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+    from dfdetect.inference import Detector
+
+    img = canvas(1280, 720, seed=3)
+    paste(img, FAKE, 190, (850, 250))
+    paste(img, EXAMPLES / "real" / "00362.jpg", 170, (210, 280))
+    img.save(tmp_path / "group.jpg", quality=92)
+    (api,) = Detector.load(backend="onnx").predict([tmp_path / "group.jpg"])
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "group.jpg"), "--json", "--backend", "onnx"])
+    assert res.exit_code == 0, res.output
+    (cli,) = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
+    assert cli == api.to_dict()
+    assert api.mode == "faces" and len(api.faces) == 2 and api.label == "fake"

@@ -256,7 +256,9 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint from `dfdetect train` (best.pt) or .safetensors."),
+    checkpoint: Path = typer.Argument(
+        ..., help="Checkpoint from `dfdetect train` (best.pt), shipped .safetensors, or exported .onnx."
+    ),
     data: list[Path] = typer.Option(..., "--data", "-d", help="Data folder(s); each is reported separately."),
     split: str = typer.Option("test", help="Which split to score when the data or run has splits."),
     manifest: Path | None = typer.Option(None, help="Split manifest (CSV) to take the split from."),
@@ -269,6 +271,8 @@ def evaluate(
     part: list[str] | None = typer.Option(
         None, "--part", help="Also report a union of manifest folders: NAME=FOLDER+FOLDER (repeatable)."
     ),
+    backend: str = typer.Option("auto", help="For .onnx models: auto | onnx | openvino."),
+    precision: str = typer.Option("fp32", help="fp32 | bf16 (OpenVINO; measures the reduced precision's effect)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate a checkpoint: paper metrics + AUC/AP/EER with 95% CIs, confusion matrix, ROC, misclassifications."""

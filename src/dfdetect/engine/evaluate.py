@@ -174,6 +174,32 @@ def format_by_source(by_source: dict[str, dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def _score_with_detector(det: Any, ds: Any, batch_size: int, workers: int) -> dict[str, Any]:
+    """score_loader's result for a Detector (ONNX Runtime / OpenVINO): P(fake) per readable item, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def load(i: int) -> np.ndarray | None:
+        img = ds._decode(i)
+        return None if img is None else det.preprocess(img)
+
+    labels, scores, index, bad = [], [], [], []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for start in tqdm(range(0, len(ds), batch_size), desc="evaluate", leave=False, disable=None):
+            idx = list(range(start, min(start + batch_size, len(ds))))
+            arrays = list(pool.map(load, idx))
+            good = [i for i, a in zip(idx, arrays) if a is not None]
+            bad += [i for i, a in zip(idx, arrays) if a is None]
+            if good:
+                scores.append(det.score_batch(np.stack([a for a in arrays if a is not None])))
+                labels += [ds.items[i].label for i in good]
+                index += good
+    p = np.concatenate(scores) if scores else np.zeros(0)
+    y = np.asarray(labels, dtype=int)
+    pc = np.clip(p, 1e-7, 1 - 1e-7)
+    loss = float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc))) if len(y) else 0.0
+    return {"labels": y, "scores": p.astype(float), "index": np.asarray(index, dtype=int), "bad": bad, "loss": loss}
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data: str | Path,
@@ -186,8 +212,12 @@ def evaluate_checkpoint(
     workers: int = 2,
     n_boot: int = 1000,
     parts: dict[str, Sequence[str]] | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on a data folder (per source folder too, for multi-folder manifests).
+    """Evaluate a checkpoint, shipped .safetensors or exported .onnx on a data folder (per source folder too,
+    for multi-folder manifests). ``.onnx`` files run on ``backend`` (auto: OpenVINO, else ONNX Runtime) in
+    ``precision`` (fp32 unless asked), exactly as ``predict`` runs them.
 
     Which images: the ``split`` rows of ``manifest`` if given; else the data's own split (140k layout);
     else, when the checkpoint sits in a run folder whose split.csv was made from this same folder, that
@@ -200,16 +230,26 @@ def evaluate_checkpoint(
     from dfdetect.models.factory import model_from_checkpoint
 
     checkpoint, data = Path(checkpoint), Path(data)
-    ckpt = load_checkpoint(checkpoint)
     items, source = select_items(data, split, manifest, checkpoint)
     if not items:
         raise ValueError(f"no images to evaluate in {data} ({source})")
     log.info("evaluating %s on %d images of %s (%s)", checkpoint, len(items), data, source)
-    dev = resolve_device(device)
-    model = model_from_checkpoint(ckpt)
-    model.to(dev)
-    ds = ImageDataset(items, data, getattr(model, "transform", None) or eval_transform(ckpt["data_config"]))
-    res = score_loader(model, make_loader(ds, batch_size, False, workers), dev, True, "evaluate")
+    if checkpoint.suffix == ".onnx" or precision != "fp32":
+        # An exported model (or a reduced precision, which only the ONNX runtimes run): score it as it ships,
+        # through the Detector and its own stored preprocessing and threshold.
+        from dfdetect.inference import Detector
+
+        det = Detector.load(checkpoint, backend=backend, precision=precision)
+        ds = ImageDataset(items, data, None)
+        res = _score_with_detector(det, ds, batch_size, workers)
+        ckpt = {"arch": det.arch, "threshold": det.threshold, "temperature": 1.0}  # score_batch applied T already
+    else:
+        ckpt = load_checkpoint(checkpoint)
+        dev = resolve_device(device)
+        model = model_from_checkpoint(ckpt)
+        model.to(dev)
+        ds = ImageDataset(items, data, getattr(model, "transform", None) or eval_transform(ckpt["data_config"]))
+        res = score_loader(model, make_loader(ds, batch_size, False, workers), dev, True, "evaluate")
     temperature = float(ckpt.get("temperature", 1.0))
     if temperature != 1.0:
         # A calibrated checkpoint's threshold applies to softmax(logits / T); for two classes that is
@@ -233,6 +273,7 @@ def evaluate_checkpoint(
             "data": str(data),
             "images": source,
             "skipped_files": skipped,
+            "numeric_precision": precision,
         },
         n_boot=n_boot,
         sources=[ds.items[i].source for i in res["index"]],

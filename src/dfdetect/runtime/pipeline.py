@@ -528,6 +528,6 @@ def summarize(preds: Sequence[Prediction]) -> dict[str, Any]:
         "fake": sum(p.label == "fake" for p in scored),
         "real": sum(p.label == "real" for p in scored),
         "unreadable": sum(p.error is not None and p.mode != "skipped" for p in preds),
-        "skipped": dict(skipped),
+        "skipped": dict(sorted(skipped.items())),
         "with_warnings": sum(bool(p.warnings) for p in scored),
     }
