@@ -366,3 +366,31 @@ def test_evaluate_takes_an_exported_onnx_model(tiny_run, tiny_data, tmp_path):
     assert out["pt"]["n"] == out["onnx"]["n"] > 0  # the run's own test split, found beside the model
     for k in ("accuracy", "roc_auc", "threshold"):
         assert out["pt"][k] == pytest.approx(out["onnx"][k], abs=1e-6), k
+
+
+@pytest.mark.parametrize("bad", ["1.5", "-0.1", "nan"])
+def test_threshold_must_be_a_probability(bad):
+    r = runner.invoke(app, ["predict", "x.jpg", "--threshold", bad])
+    assert r.exit_code == 2 and "not a probability" in r.output
+
+
+def test_csv_output_is_safe_and_its_folder_made_first(tiny_run, tmp_path):
+    """--csv into a missing folder creates it (results are not lost); cells that start like formulas stay text;
+    file names with terminal escapes are shown escaped."""
+    import csv
+
+    from PIL import Image
+
+    d = tmp_path / "in"
+    d.mkdir()
+    name = "=cmd\x1b[31mred.png"
+    Image.new("RGB", (64, 64), (100, 120, 140)).save(d / name)
+    out = tmp_path / "new" / "deeper" / "r.csv"
+    r = runner.invoke(app, ["predict", str(d), "--model", str(tiny_run / "best.pt"), "--csv", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.stdout and "\\x1b[31mred.png" in r.stdout
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["path"].startswith(str(d)) and "=cmd" in row["path"]
+    from dfdetect.core.text import csv_safe
+
+    assert csv_safe("=1+1") == "'=1+1" and csv_safe("@x") == "'@x" and csv_safe(0.5) == 0.5

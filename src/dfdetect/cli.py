@@ -13,6 +13,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from dfdetect.commands import threshold_option
+
 
 class _SuggestingGroup(TyperGroup):
     """Answers a mistyped command with the closest valid one."""
@@ -263,7 +265,9 @@ def evaluate(
     split: str = typer.Option("test", help="Which split to score when the data or run has splits."),
     manifest: Path | None = typer.Option(None, help="Split manifest (CSV) to take the split from."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: beside the checkpoint)."),
-    threshold: float | None = typer.Option(None, help="Override the checkpoint's threshold."),
+    threshold: float | None = typer.Option(
+        None, help="Override the checkpoint's threshold.", callback=threshold_option
+    ),
     device: str = typer.Option("auto"),
     batch_size: int = typer.Option(64),
     workers: int = typer.Option(2),
@@ -330,7 +334,9 @@ def evaluate(
 def predict(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | large."),
-    threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
+    threshold: float | None = typer.Option(
+        None, help="Override the model's stored threshold.", callback=threshold_option
+    ),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write results to this CSV file."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
@@ -353,6 +359,11 @@ def predict(
     from dfdetect.engine.checkpoint import CheckpointError
     from dfdetect.inference import Detector
 
+    if csv_path is not None:
+        try:  # before scoring: a bad --csv path must not cost the results
+            csv_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            _fail(f"--csv {csv_path}: cannot create its folder ({e.strerror})")
     try:
         det = Detector.load(model, device=device, backend=backend, precision=precision)
         # the one predict path (dfdetect.runtime.pipeline): whole image or faces by one rule (docs/faces.md)
@@ -371,26 +382,30 @@ def predict(
     if csv_path:
         import csv
 
+        from dfdetect.core.text import csv_safe
+
         with open(csv_path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for p in preds for k in p.to_dict())) or ["path"])
             w.writeheader()
             for p in preds:
-                w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in p.to_dict().items()})
+                w.writerow({k: csv_safe(json.dumps(v) if isinstance(v, list) else v) for k, v in p.to_dict().items()})
     if as_json:
         for p in preds:
             typer.echo(json.dumps(p.to_dict()))
     else:
+        from dfdetect.core.text import printable
         from dfdetect.runtime.pipeline import summarize
 
-        width = max([len(p.path) for p in preds] + [4])
+        width = max([len(printable(p.path)) for p in preds] + [4])
         typer.echo(f"{'path':<{width}}  {'verdict':<8}{'P(fake)':>8}  sha256")
         for p in preds:
+            shown = printable(p.path)  # a file name must not drive the analyst's terminal
             if p.error:
                 tag = "SKIPPED" if p.mode == "skipped" else "ERROR"
-                typer.echo(f"{p.path:<{width}}  {tag:<8}{'':>8}  {p.error}")
+                typer.echo(f"{shown:<{width}}  {tag:<8}{'':>8}  {printable(p.error)}")
             else:
                 note = f"  {p.decided_by}" if p.decided_by else ""
-                typer.echo(f"{p.path:<{width}}  {p.label:<8}{p.score:>8.4f}  {p.sha256[:16]}{note}")
+                typer.echo(f"{shown:<{width}}  {p.label:<8}{p.score:>8.4f}  {p.sha256[:16]}{note}")
             for w in p.warnings:
                 typer.echo(f"{'':<{width}}  warning: {w}")
         c = summarize(preds)

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import typer
 
+from dfdetect.commands import threshold_option
+
 
 def faces_cmd(
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or globs."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | large."),
-    threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
+    threshold: float | None = typer.Option(
+        None, help="Override the model's stored threshold.", callback=threshold_option
+    ),
     min_face: int = typer.Option(40, help="Smallest face box (px) to detect."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
     backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
@@ -56,7 +60,9 @@ def video_cmd(
     fps: float = typer.Option(1.0, "--fps", help="Frames to sample per second of video."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Folder for <video>.frames.csv and <video>.scores.png."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | large."),
-    threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
+    threshold: float | None = typer.Option(
+        None, help="Override the model's stored threshold.", callback=threshold_option
+    ),
     min_face: int = typer.Option(40, help="Smallest face box (px) to detect."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per video."),
     backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from dfdetect.commands import threshold_option
+
 log = logging.getLogger("dfdetect")
 
 
@@ -32,7 +34,9 @@ def robustness_cmd(
         None, "--conditions", "-c", help="Conditions or families to run (comma-separated or repeated; default: all)."
     ),
     limit_per_class: int | None = typer.Option(None, help="At most N images per class (quick runs)."),
-    threshold: float | None = typer.Option(None, help="Override the model's stored threshold."),
+    threshold: float | None = typer.Option(
+        None, help="Override the model's stored threshold.", callback=threshold_option
+    ),
     device: str = typer.Option("cpu", help="cpu | cuda"),
     backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
     batch_size: int = typer.Option(32),

@@ -22,10 +22,25 @@ _PIL_INTERP = {
 }
 
 
+WORK_ASPECT = 4.0
+"""Images longer than this many times their short side are centre-cropped to it before resizing: the final
+centre crop lies well inside, and a 1 x N image no longer becomes a (size x size*N) one on the way."""
+
+
 def resize_crop(img: Image.Image, data_config: dict[str, Any]) -> Image.Image:
+    """Resize the shorter side to the config's ``resize``, then centre-crop ``input_size`` (the model's framing)."""
     size = int(data_config["input_size"][-1])
     resize = int(data_config.get("resize", size))
     w, h = img.size
+    if max(w, h) > WORK_ASPECT * min(w, h):
+        keep = max(1, int(WORK_ASPECT * min(w, h)))
+        if w > h:
+            left = (w - keep) // 2
+            img = img.crop((left, 0, left + keep, h))
+        else:
+            top = (h - keep) // 2
+            img = img.crop((0, top, w, top + keep))
+        w, h = img.size
     if min(w, h) != resize:
         scale = resize / min(w, h)
         nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dfdetect.core.text import csv_safe
+
 log = logging.getLogger(__name__)
 
 
@@ -256,5 +258,6 @@ def export_records(records: Iterable[ScanRecord], fmt: str = "csv") -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(COLUMNS))
     w.writeheader()
-    w.writerows(rows)
+    # file names and case ids come from whoever uploaded: a cell like "=HYPERLINK(...)" must stay text
+    w.writerows({k: csv_safe(v) for k, v in r.items()} for r in rows)
     return buf.getvalue()
