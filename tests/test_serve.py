@@ -23,9 +23,13 @@ from PIL import Image
 pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient as _TestClient  # noqa: E402
 
 from dfdetect.serve.api import MicroBatcher, create_app  # noqa: E402
+
+
+def TestClient(app, **kw):  # noqa: N802 - the server answers loopback Host names only (DNS-rebinding guard)
+    return _TestClient(app, base_url=kw.pop("base_url", "http://127.0.0.1"), **kw)
 from dfdetect.serve.db import SCHEMA_VERSION, ScanDB, _v1, export_records  # noqa: E402
 
 KEY = "s3cret-key"
@@ -613,3 +617,37 @@ def test_serve_caps_malloc_arenas_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     _limit_malloc_arenas(2)
     assert os.environ["MALLOC_ARENA_MAX"] == "8"
+
+
+def test_foreign_host_and_cross_origin_writes_are_refused(model_path, tmp_path, tiny_data):
+    """DNS rebinding (a foreign Host) gets 400 on reads; a page on another origin cannot record or delete scans
+    (403), even on a server without a key; same-origin writes and --cors origins still work."""
+    files = _images(tiny_data, 1)
+    app = create_app(model=model_path, db=tmp_path / "scans.db", cors_origins=["https://lab.example"])
+    with TestClient(app) as c:
+        assert c.get("/scans", headers={"Host": "evil.example"}).status_code == 400
+        assert c.get("/scans", headers={"Host": "localhost:8000"}).status_code == 200
+        evil = c.post("/predict", files=_upload(files), headers={"Origin": "http://evil.example"})
+        assert evil.status_code == 403 and "cross-origin" in evil.json()["detail"]
+        assert c.get("/scans").json()["total"] == 0  # nothing was recorded
+        own = c.post("/predict", files=_upload(files), headers={"Origin": "http://127.0.0.1"})
+        assert own.status_code == 200
+        sid = own.json()["scan_ids"][0]
+        assert c.delete(f"/scans/{sid}", headers={"Origin": "http://evil.example"}).status_code == 403
+        assert c.get(f"/scans/{sid}").status_code == 200
+        lab = c.post("/predict", files=_upload(files), headers={"Origin": "https://lab.example"})
+        assert lab.status_code == 200
+    opened = create_app(model=model_path, db=tmp_path / "o.db", allowed_hosts=["detector.lab"])
+    with TestClient(opened) as c:
+        assert c.get("/health", headers={"Host": "detector.lab:8000"}).status_code == 200
+        assert c.get("/health", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_serve_refuses_an_open_bind_without_a_key(monkeypatch):
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+
+    monkeypatch.delenv("DFDETECT_API_KEY", raising=False)
+    r = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "without an API key" in r.output and "--insecure-no-key" in r.output

@@ -63,6 +63,15 @@ def serve(
     threads: int = typer.Option(
         0, help="Inference threads (0 = the backend's default, one per core; 1 suits a CPU shared with other work)."
     ),
+    allow_host: list[str] | None = typer.Option(
+        None,
+        "--allow-host",
+        help="Host name clients use to reach the server, besides 127.0.0.1/localhost (repeatable; * = any). "
+        "Other Host headers get 400 (DNS rebinding).",
+    ),
+    insecure_no_key: bool = typer.Option(
+        False, "--insecure-no-key", help="Allow binding a non-loopback address without an API key."
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve the detector: REST API (/predict, /explain, /scans, /health, /docs) and a web page at /."""
@@ -81,6 +90,15 @@ def serve(
         _fail("--workers must be at least 1")
     if max_upload_mb <= 0:
         _fail("--max-upload-mb must be positive")
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if not loopback and not api_key and not insecure_no_key:
+        _fail(
+            f"binding {host} without an API key would let anyone who reaches this port read and change the scan "
+            "history: set DFDETECT_API_KEY (or --api-key), or pass --insecure-no-key to do it anyway"
+        )
+    hosts = list(allow_host or [])
+    if not loopback and host not in ("0.0.0.0", "::"):
+        hosts.append(host)
     # The app factory reads its settings from the environment, so that every worker process builds the same app.
     env = {
         "DFDETECT_SERVE_MODEL": "" if model is None else str(model.resolve()) if model.is_file() else str(model),
@@ -93,6 +111,7 @@ def serve(
         "DFDETECT_SERVE_MAX_BATCH": str(max_batch),
         "DFDETECT_SERVE_MAX_WAIT_MS": str(max_wait_ms),
         "DFDETECT_SERVE_THREADS": str(max(0, threads)),
+        "DFDETECT_SERVE_ALLOWED_HOSTS": ",".join(hosts),
     }
     os.environ.update(env)
     _limit_malloc_arenas()
@@ -100,8 +119,10 @@ def serve(
         os.environ["DFDETECT_API_KEY"] = api_key
     else:
         os.environ.pop("DFDETECT_API_KEY", None)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        log.warning("binding %s without an API key: anyone who can reach this port can use the server", host)
+    if not loopback and not api_key:
+        log.warning("binding %s without an API key (--insecure-no-key): anyone who can reach it can use it", host)
+    if host in ("0.0.0.0", "::") and not hosts:
+        log.warning("bound to all interfaces: only 127.0.0.1/localhost Host names are answered; add --allow-host")
     log.info("dfdetect serve on http://%s:%d (docs at /docs)", host if ":" not in host else f"[{host}]", port)
     uvicorn.run(
         "dfdetect.serve.api:app_from_env",

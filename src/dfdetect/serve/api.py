@@ -590,6 +590,8 @@ class ServeSettings:
     max_batch: int = 16
     max_wait_ms: float = 2.0
     threads: int | None = None
+    allowed_hosts: list[str] = field(default_factory=list)
+    """Host names besides the loopback ones the server answers to ("*" = any); DNS rebinding gets 400."""
 
     @property
     def max_file_bytes(self) -> int:
@@ -807,8 +809,14 @@ def create_app(
     max_batch: int = 16,
     max_wait_ms: float = 2.0,
     threads: int | None = None,
+    allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
     """Build the app. The model loads in the lifespan (at server start), not here.
+
+    ``allowed_hosts``: Host names answered besides 127.0.0.1, localhost and ::1 (``*`` = any). Requests with any
+    other Host header get 400 (a DNS-rebinding page cannot read or change the history); state-changing requests
+    (POST, DELETE) whose ``Origin`` is neither the server's own nor in ``cors_origins`` get 403 (a web page the
+    analyst opens cannot write or delete scans, even without a key).
 
     ``api_key``: when given (or set in ``$DFDETECT_API_KEY``), every endpoint except ``/health`` and the
     web page needs the header ``X-API-Key``. ``store_images``: False (default: images are never kept),
@@ -830,6 +838,7 @@ def create_app(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         threads=threads,
+        allowed_hosts=list(allowed_hosts or []),
     )
 
     @asynccontextmanager
@@ -864,6 +873,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    guard_host_and_origin(app, settings)
 
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -1188,6 +1198,43 @@ def create_app(
     return app
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _host_name(host_header: str) -> str:
+    """The name part of a Host header: ``[::1]:8000`` -> ``::1``, ``localhost:8000`` -> ``localhost``."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1 : h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def guard_host_and_origin(app: FastAPI, settings: ServeSettings) -> None:
+    """Answer only our own Host names, and refuse cross-origin writes (see ``create_app``)."""
+    from urllib.parse import urlsplit
+
+    allowed = {h.lower() for h in (*LOOPBACK_HOSTS, *settings.allowed_hosts)}
+    any_host = "*" in allowed
+    cors = {o.rstrip("/").lower() for o in settings.cors_origins or []}
+
+    @app.middleware("http")
+    async def host_and_origin(request: Request, call_next: Any) -> Response:
+        host = request.headers.get("host", "")
+        if not any_host and _host_name(host) not in allowed:
+            return JSONResponse({"detail": "this server does not answer to that Host name"}, status_code=400)
+        origin = request.headers.get("origin")
+        if request.method in STATE_CHANGING and origin is not None:
+            o = origin.rstrip("/").lower()
+            own = urlsplit(o).netloc == host.lower() and urlsplit(o).scheme in ("http", "https")
+            if not own and o not in cors and "*" not in cors:
+                return JSONResponse(
+                    {"detail": f"cross-origin {request.method} refused (Origin {origin[:80]!r}); allow it with --cors"},
+                    status_code=403,
+                )
+        return await call_next(request)
+
+
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn dfdetect.serve.api:app_from_env --factory`` (and ``dfdetect serve --workers N``).
 
@@ -1208,4 +1255,5 @@ def app_from_env() -> FastAPI:
         max_batch=int(env("DFDETECT_SERVE_MAX_BATCH", "16")),
         max_wait_ms=float(env("DFDETECT_SERVE_MAX_WAIT_MS", "2")),
         threads=int(env("DFDETECT_SERVE_THREADS", "0")) or None,
+        allowed_hosts=[h for h in env("DFDETECT_SERVE_ALLOWED_HOSTS", "").split(",") if h],
     )
