@@ -1,9 +1,10 @@
 """Package a trained checkpoint as a shipped detector (src/dfdetect/weights/): ``default`` or ``large``.
 
 Writes NAME.safetensors (fp16 weights + metadata), NAME.onnx (for the fast CPU path), split.csv
-(the manifest it was trained/validated/tested on); picks the decision threshold on the VALIDATION
-scores stored in the checkpoint; checks fp16 vs fp32 scores agree within 1e-3 on real images.
-    python scripts/ship_default.py CKPT --manifest runs/x/split.csv --data ../shared/data/faces140k-subset
+(the manifest it was trained/validated/tested on, unless one ships already: then it must be the same split);
+picks the decision threshold on the VALIDATION scores stored in the checkpoint; checks fp16 vs fp32 scores
+agree within 1e-3 on 40 test images, else stores fp32.
+    python scripts/ship_default.py CKPT --manifest src/dfdetect/weights/split.csv --data ../shared/data
     python scripts/ship_default.py CKPT --name large ...   # the 320 px model (`--model large`)
 """
 
@@ -14,6 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from dfdetect.data.datasets import manifest_hash
 from dfdetect.data.io import open_image
 from dfdetect.engine.checkpoint import load_checkpoint, save_safetensors
 from dfdetect.export import export_onnx
@@ -42,21 +44,27 @@ def main() -> None:
     digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in ckpt["model"].values())).hexdigest()[:10]
     ckpt["model_id"] = f"dfdetect-{a.name}-{a.version}-{ckpt['arch']}-{digest}"
     WEIGHTS.mkdir(parents=True, exist_ok=True)
-    lines = a.manifest.read_text().splitlines()
-    rows = [x for x in lines if not x.startswith("#")]
-    manifest = "\n".join([f"# root: {a.data}"] + rows) + "\n"  # relative to the repo root, where the README runs
-    existing = (WEIGHTS / "split.csv").read_text().splitlines() if (WEIGHTS / "split.csv").is_file() else None
-    if existing is not None and [x for x in existing if not x.startswith("#")] != rows:
-        raise SystemExit("the shipped models share one split: this checkpoint's manifest differs from split.csv")
-    (WEIGHTS / "split.csv").write_text(manifest)
-    ckpt["split_sha256"] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+    from dfdetect.data.datasets import read_manifest
+
+    rows = read_manifest(a.manifest)
+    shipped_manifest = WEIGHTS / "split.csv"
+    if shipped_manifest.is_file():
+        # the shipped models share one split: compare what the split is (path, label, split), not extra columns
+        same = [(r.path, r.label, r.split) for r in read_manifest(shipped_manifest)]
+        if same != [(r.path, r.label, r.split) for r in rows]:
+            raise SystemExit("the shipped models share one split: this checkpoint's manifest differs from split.csv")
+    else:
+        lines = [x for x in a.manifest.read_text().splitlines() if not x.startswith("#")]
+        shipped_manifest.write_text("\n".join([f"# root: {a.data}", *lines]) + "\n")  # relative to the repo root
+    ckpt["split_sha256"] = manifest_hash(shipped_manifest)
     out = save_safetensors(ckpt, WEIGHTS / f"{a.name}.safetensors", half=True)
     # fp16 storage must not change verdicts: compare against the fp32 checkpoint on real files.
     fp32 = create_model(ckpt["arch"], drop_rate=0.0)
     fp32.load_state_dict(ckpt["model"], strict=False)
     ref = Detector(_TorchBackend(fp32, "cpu"), ckpt["data_config"], ckpt["threshold"])
     shipped = Detector.load(out, device="cpu", backend="torch")
-    files = sorted(a.data.glob("*/*.jpg"))[:: max(1, len(list(a.data.glob("*/*.jpg"))) // 40)][:40]
+    test = [a.data / r.path for r in rows if r.split == "test"]
+    files = test[:: max(1, len(test) // 40)][:40]
     diffs = [abs(ref.score_image(open_image(f)) - shipped.score_image(open_image(f))) for f in files]
     print(f"fp16 vs fp32 max |P(fake) diff| over {len(files)} images: {max(diffs):.2e}")
     if max(diffs) >= 1e-3:  # the issue's bound for fp16 storage: keep fp32 rather than move scores

@@ -394,3 +394,45 @@ def test_csv_output_is_safe_and_its_folder_made_first(tiny_run, tmp_path):
     from dfdetect.core.text import csv_safe
 
     assert csv_safe("=1+1") == "'=1+1" and csv_safe("@x") == "'@x" and csv_safe(0.5) == 0.5
+
+
+def _png_header_only(path, w: int, h: int) -> None:
+    """A tiny PNG that declares w x h pixels (all zero rows compress to almost nothing)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = zlib.compress(b"\x00" * ((w * 3 + 1) * h), 9)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def test_long_thin_images_cost_little_and_fail_alone(tmp_path):
+    """Long-thin PNGs of a few bytes (1x20000, 70000x100, 2x40,000,000) once cost gigabytes (resizing 1xN to
+    256 x 256N, rotating before shrinking): now each gets one clear error, the good face is scored, and the
+    whole scan (a fresh `dfdetect predict` process, shipped model) peaks far below 1 GB."""
+    import resource
+
+    d = tmp_path / "hostile"
+    d.mkdir()
+    face = sorted((Path(__file__).resolve().parents[1] / "examples" / "fake").glob("*.jpg"))[0]
+    (d / "face.jpg").write_bytes(face.read_bytes())
+    _png_header_only(d / "thin.png", 1, 20000)
+    _png_header_only(d / "wide.png", 70000, 100)
+    _png_header_only(d / "needle.png", 2, 2_000_000)  # same shape class as 2 x 40M, quicker to write
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    r = subprocess.run(
+        [sys.executable, "-m", "dfdetect", "predict", str(d), "--json", "--backend", "onnx"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {Path(x["path"]).name: x for x in map(json.loads, (ln for ln in r.stdout.splitlines() if ln[:1] == "{"))}
+    assert rows["face.jpg"]["error"] is None and rows["face.jpg"]["label"] == "fake"
+    for name in ("thin.png", "wide.png", "needle.png"):
+        assert "aspect-ratio limit" in rows[name]["error"], rows[name]
+    assert before < 1024 * 1024 and peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"

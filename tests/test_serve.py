@@ -30,6 +30,8 @@ from dfdetect.serve.api import MicroBatcher, create_app  # noqa: E402
 
 def TestClient(app, **kw):  # noqa: N802 - the server answers loopback Host names only (DNS-rebinding guard)
     return _TestClient(app, base_url=kw.pop("base_url", "http://127.0.0.1"), **kw)
+
+
 from dfdetect.serve.db import SCHEMA_VERSION, ScanDB, _v1, export_records  # noqa: E402
 
 KEY = "s3cret-key"
@@ -651,3 +653,24 @@ def test_serve_refuses_an_open_bind_without_a_key(monkeypatch):
     monkeypatch.delenv("DFDETECT_API_KEY", raising=False)
     r = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"])
     assert r.exit_code == 2 and "without an API key" in r.output and "--insecure-no-key" in r.output
+
+
+def test_hostile_uploads_beside_a_good_face_fail_alone(model_path, tmp_path, tiny_data):
+    """Long-thin PNGs of a few bytes in one request with a good image: 200, the good one scored and recorded,
+    each hostile one with its own error."""
+    from tests.test_cli import _png_header_only
+
+    for name, (w, h) in {"thin.png": (1, 2600), "wide.png": (70000, 100), "needle.png": (2, 200000)}.items():
+        _png_header_only(tmp_path / name, w, h)
+    good = _images(tiny_data, 1)
+    files = _upload(good) + [
+        ("files", (n, (tmp_path / n).read_bytes(), "image/png")) for n in ("thin.png", "wide.png", "needle.png")
+    ]
+    with TestClient(create_app(model=model_path, db=tmp_path / "scans.db")) as c:
+        r = c.post("/predict", files=files)
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert preds[0]["error"] is None and preds[0]["score"] is not None
+        assert all("aspect-ratio limit" in p["error"] for p in preds[1:])
+        assert r.json()["scan_ids"][0] is not None and r.json()["scan_ids"][1:] == [None, None, None]
+        assert c.get("/scans").json()["total"] == 1

@@ -16,6 +16,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_PIXELS = 89_478_485  # Pillow's own default bomb limit (~ 9459 x 9459)
+MAX_ASPECT = 20.0
+"""Images longer than this many times their short side are refused before their pixels are decoded: no face
+photo has that shape, and a few bytes of PNG can declare 70000 x 100 or 2 x 40,000,000 pixels."""
 
 
 class ImageLoadError(ValueError):
@@ -44,8 +47,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode an image file (path or bytes) into RGB. Raises ImageLoadError with the reason."""
+def open_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """Decode an image file (path or bytes) into RGB. Raises ImageLoadError with the reason (the pixel and
+    aspect-ratio limits are checked on the header, before any pixel is decoded)."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes):
         if not source:
@@ -64,6 +68,10 @@ def open_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Imag
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageLoadError(f"{name}: {w}x{h} exceeds the {max_pixels}-pixel limit (decompression bomb?)")
+                if min(w, h) < 1 or max(w, h) > max_aspect * min(w, h):
+                    raise ImageLoadError(
+                        f"{name}: {w}x{h} px is beyond the {max_aspect:g}:1 aspect-ratio limit (not a photo to score)"
+                    )
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 return to_rgb(img)

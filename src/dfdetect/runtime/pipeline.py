@@ -50,9 +50,6 @@ square; face mode turns on by itself past the same ratio, so this is seen with `
 NOISE_CORRELATION = 0.5
 """A photo's neighbouring pixels are strongly correlated (> 0.8 on the training faces); under this the image looks
 like noise or a synthetic pattern, not a face photo."""
-MAX_ASPECT = 20.0
-"""Images whose longer side exceeds this many times the shorter one are refused per file (no face photo is that
-shape, and a few bytes of PNG can declare 70000 x 100 px): the record says so, the rest of the batch goes on."""
 DECISION_RULE = "max"
 """How face scores become the image's score: the most suspicious face decides."""
 
@@ -360,8 +357,6 @@ class Options:
     """Face mode: smallest face box (px) to detect."""
     align: bool = True
     """Face mode: level each face by its eyes (and search rotated copies when upright finds none)."""
-    max_aspect: float = MAX_ASPECT
-    """Refuse images longer than this many times their short side (per file, with a clear error)."""
 
 
 def prepare(scorer: Scorer, d: Decoded, opts: Options) -> _Prepared:
@@ -383,13 +378,6 @@ def _prepare(scorer: Scorer, d: Decoded, opts: Options) -> _Prepared:
     if d.image is None:
         return p
     img = d.image
-    w, h = img.size
-    if max(w, h) > opts.max_aspect * min(w, h):
-        d.error = (
-            f"{d.name}: {w}x{h} px is {max(w, h) / min(w, h):.0f}:1, beyond the {opts.max_aspect:g}:1 aspect limit"
-        )
-        d.image = None
-        return _Prepared(d)
     f = parse_faces(opts.faces)
     p.face_mode = use_face_mode(opts.faces, img.size, scorer.data_config)
     if f is None and not p.face_mode and auto_face_mode(img.size, scorer.data_config):

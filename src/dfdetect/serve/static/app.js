@@ -107,6 +107,14 @@
       "threshold " + p.threshold.toFixed(3) + " - model " + p.model + " - sha256 " + p.sha256.slice(0, 12);
     node.querySelector(".explain").hidden = false;
     node.querySelector(".forensics-btn").hidden = false;
+    // every mode: what makes this score less trustworthy (tiny, not square, re-compressed, noise, no face...)
+    const list = node.querySelector(".face-warnings");
+    list.replaceChildren();
+    for (const w of p.warnings || []) {
+      const li = document.createElement("li");
+      li.textContent = w;
+      list.appendChild(li);
+    }
     if (p.mode === "faces") drawFaces(node, p);
   }
 
@@ -118,11 +126,6 @@
     notes.textContent = faces.length
       ? faces.length + " face" + (faces.length > 1 ? "s" : "") + " - decided by " + p.decided_by
       : "face mode: no face found, whole image scored";
-    for (const w of p.warnings || []) {
-      const li = document.createElement("li");
-      li.textContent = w;
-      node.querySelector(".face-warnings").appendChild(li);
-    }
     if (!faces.length) return;
     node.classList.add("has-faces");  // the card spans the row so the boxes are readable
     let top = 0;
