@@ -3,7 +3,8 @@
 Candidates come from the shipped model's test split (never trained on or used for selection), in a
 seeded random order; by default only images the shipped model classifies correctly are kept, and
 examples/README.md says so and quotes the model's test accuracy, so the demo is honest about it.
-    python scripts/pick_examples.py --data ../shared/data/faces140k-subset --per-class 3
+    python scripts/pick_examples.py --data ../shared/data --source faces140k-subset --per-class 3
+    python scripts/pick_examples.py --data ../shared/data --source lfw-faceswap --per-class 1 --into faceswap
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--per-class", type=int, default=3)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--source", default=None, help="Only test images of this data folder (the manifest's source).")
+    ap.add_argument("--into", default="", help="Sub-folder of examples/ to copy into (e.g. faceswap).")
     a = ap.parse_args()
     det = Detector.load()
     test = [it for it in read_manifest(WEIGHTS_DIR / "split.csv") if it.split == "test"]
+    if a.source:
+        test = [it for it in test if it.source == a.source]
     random.Random(a.seed).shuffle(test)
-    out = ROOT / "examples"
+    out = ROOT / "examples" / a.into
     picked: dict[str, list[str]] = {"real": [], "fake": []}
     seen = 0
     for it in test:

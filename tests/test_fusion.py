@@ -194,6 +194,9 @@ def test_ensemble_cli_then_evaluate_and_predict(members, tiny_data, tmp_path):
     # benchmark times one network: it names the command that times an ensemble's members
     r = runner.invoke(app, ["benchmark", str(out), "--batch-sizes", "1", "--min-seconds", "0.01"])
     assert r.exit_code == 2 and "compare" in r.output
+    # explain refuses an ensemble in one line, naming what to do instead (no traceback)
+    r = runner.invoke(app, ["explain", str(_files(tiny_data)[0]), "--model", str(out), "--out", str(tmp_path / "x")])
+    assert "explain each member" in r.output and "Traceback" not in r.output
 
 
 # ---- two-backbone fusion ---------------------------------------------------------------------------------------

@@ -421,6 +421,11 @@ def explain_image(
     """
     from dfdetect.inference import _softmax_fake
 
+    if str(getattr(detector, "arch", "")).startswith("ensemble"):
+        raise ValueError(
+            "explain does not take an ensemble (its members see differently framed inputs): explain each member "
+            "checkpoint instead, e.g. dfdetect explain IMAGE --model MEMBER.pt"
+        )
     wanted = normalize_methods(methods)
     if not isinstance(img, Image.Image):
         img = open_image(img)
