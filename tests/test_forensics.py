@@ -19,14 +19,15 @@ from dfdetect.forensics import analyze_file, error_level, jpeg_facts, noise_resi
 from dfdetect.forensics.metadata import thumbnail_difference
 
 runner = CliRunner()
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces140k-subset"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _faces(n: int = 3) -> list[Image.Image]:
-    """Natural-looking test pictures: shared faces resized off their JPEG grid, else smooth synthetic scenes."""
-    src = sorted((SHARED / "real").glob("*.jpg"))[:n] if SHARED.is_dir() else []
-    if src:
+    """Natural-looking test pictures: the repository's example faces (real photos) resized off their JPEG grid,
+    so the tests see the same pictures with or without ../shared beside the clone; synthetic scenes past them."""
+    src = sorted((EXAMPLES / "real").glob("*.jpg"))[:n]
+    if len(src) == n:
         return [Image.open(p).convert("RGB").resize((240, 240), Image.Resampling.LANCZOS) for p in src]
     rng = np.random.default_rng(1)
     out = []
