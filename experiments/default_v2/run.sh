@@ -32,3 +32,27 @@ if [ ! -f "$OUT/ft15k/summary.json" ]; then
       --out "$OUT" --name ft15k $EXTRA
   fi
 fi
+
+# 3. Ship the best epoch (by validation AUC) as `default` v2: threshold = EER point on validation, ONNX export.
+#    (The session that made v2 stopped the 6-epoch run after epoch 3 for time; its best.pt is what ships.)
+python scripts/ship_default.py "$OUT/ft15k/best.pt" --manifest "$W/split.csv" --data "$DATA" \
+    --threshold eer --name default --version v2
+
+# 4. The model card's figures: test split, every folder and the 140k part, 95% bootstrap CIs (1000 resamples).
+$PY -m dfdetect evaluate "$W/default.onnx" --data "$DATA" --manifest "$W/split.csv" --split test \
+    --part faces140k=faces140k-subset+faces140k-more --out "$OUT/eval_default" --backend onnx
+$PY -m dfdetect evaluate "$W/large.onnx" --data "$DATA" --manifest "$W/split.csv" --split test \
+    --part faces140k=faces140k-subset+faces140k-more --out "$OUT/eval_large" --backend onnx
+
+# 5. Robustness sweep on a stratified 600-image sample of the test split (every folder and class in proportion).
+$PY - "$W/split.csv" "$OUT/robustness600.csv" "$DATA" <<'PY'
+import sys
+from dfdetect.data.datasets import read_manifest, write_manifest
+from dfdetect.data.split import subsample
+write_manifest(subsample(read_manifest(sys.argv[1]), 600, "test", seed=0), sys.argv[2], sys.argv[3])
+PY
+$PY -m dfdetect robustness "$W/default.onnx" --data "$DATA" --manifest "$OUT/robustness600.csv" --split test \
+    --backend onnx --out "$OUT/robustness_default"
+
+# 6. The learning curve (cheaper recipe: 128 px, ImageNet init, ~8k images seen per size).
+$PY experiments/learning_curve/run.py --manifest "$W/split.csv" --data "$DATA" --out runs/learning_curve
