@@ -174,7 +174,7 @@ def decode_bytes(data: bytes, name: str) -> Decoded:
         img = open_image(data)
     except ImageLoadError as e:
         return Decoded(name, sha, error=str(e).replace("<bytes>", name))
-    return Decoded(name, sha, img, _jpeg_quality_of(data))
+    return Decoded(name, sha, img, jpeg_quality_of(data))
 
 
 def read_file(path: Path) -> Decoded:
@@ -185,7 +185,8 @@ def read_file(path: Path) -> Decoded:
     return decode_bytes(data, str(path))
 
 
-def _jpeg_quality_of(data: bytes) -> int | None:
+def jpeg_quality_of(data: bytes) -> int | None:
+    """IJG-equivalent JPEG quality of encoded bytes (None for other formats or unreadable tables)."""
     if data[:2] != b"\xff\xd8":
         return None
     try:

@@ -502,21 +502,11 @@ def _wants_faces(faces: bool | None, d: Decoded, detector: Any) -> bool:
     return pipeline.use_face_mode(faces, (d.width, d.height), detector.data_config)
 
 
-def _jpeg_quality_of(data: bytes) -> int | None:
-    from dfdetect.faces import jpeg_quality
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return jpeg_quality(getattr(im, "quantization", None)) if im.format == "JPEG" else None
-    except Exception:  # noqa: BLE001 - the estimate is optional
-        return None
-
-
 def _prepare_upload(up: Upload, detector: Any, opts: Any) -> tuple[Decoded, Any]:
     """One upload through the pipeline's preparation (thread pool): the server's status bookkeeping plus the
     pipeline's whole-image-or-faces decision, crops and arrays. The decoded pixels are dropped once prepared."""
     d = decode_upload(up, detector, keep_image=True, preprocess=False)
-    pd = pipeline.Decoded(d.name, d.sha256, d.image, _jpeg_quality_of(d.data) if d.image else None, d.error)
+    pd = pipeline.Decoded(d.name, d.sha256, d.image, pipeline.jpeg_quality_of(d.data) if d.image else None, d.error)
     prepared = pipeline.prepare(detector, pd, opts)
     if pd.error and not d.error:  # the face search or preprocessing failed on this file
         d.error, d.status = pd.error, 422
