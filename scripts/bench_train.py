@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from dfdetect.commands.scale import benchmark_train_cmd
+from dfdetect.cli.benchmark_train import benchmark_train_cmd
 
 if __name__ == "__main__":
     sys.exit(typer.run(benchmark_train_cmd))

@@ -20,7 +20,7 @@ from PIL import Image
 
 import dfdetect.faces.predict as fp
 from dfdetect.data.datasets import select_items
-from dfdetect.inference import Detector
+from dfdetect.runtime.detector import Detector
 
 SPLIT = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights" / "split.csv"
 

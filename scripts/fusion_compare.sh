@@ -25,16 +25,16 @@ mkdir -p "$OUT/heads"
 
 if [[ $STAGE == train || $STAGE == all ]]; then
   # Frozen backbones: one backbone pass per image (train + valid) into a feature cache, then 20 head epochs on it
-  # (dfdetect.models.headfit; `dfdetect train --freeze-backbone` does the same with augmentation, but runs the
+  # (dfdetect.engine.headfit; `dfdetect train --freeze-backbone` does the same with augmentation, but runs the
   # backbone every epoch, which is ~10x the CPU time here).
   if [[ ! -f $OUT/heads/multiscale.pt ]]; then
-    /usr/bin/time -f "%e s wall" $NICE python -m dfdetect.models.headfit --model efficientnet_lite0 \
+    /usr/bin/time -f "%e s wall" $NICE python -m dfdetect.engine.headfit --model efficientnet_lite0 \
       --head attention,attnpool,multiscale --weights "$LITE0" --img-size 320 --data "$DATA" --manifest "$SPLIT" \
       --out "$OUT/heads" --epochs 20 --lr 1e-3 --batch-size 32 --workers 1 --threshold 0.5 \
       2>&1 | tee "$OUT/train_heads.log"
   fi
   if [[ ! -f $OUT/heads/fusion.pt ]]; then
-    /usr/bin/time -f "%e s wall" $NICE python -m dfdetect.models.headfit --model fusion:efficientnet_lite0+mobilenetv2 \
+    /usr/bin/time -f "%e s wall" $NICE python -m dfdetect.engine.headfit --model fusion:efficientnet_lite0+mobilenetv2 \
       --weights "$LITE0,$MNV2" --data "$DATA" --manifest "$SPLIT" --train-per-class 150 \
       --out "$OUT/heads" --epochs 20 --lr 1e-3 --batch-size 32 --workers 1 --threshold 0.5 \
       2>&1 | tee "$OUT/train_fusion.log"
@@ -70,8 +70,8 @@ if [[ $STAGE == latency || $STAGE == all ]]; then
   $NICE python - "$OUT" <<'PY' 2>&1 | tee "$OUT/latency.log"
 import json, statistics, sys, tempfile, time
 from pathlib import Path
-from dfdetect.compare import _ort_runner, _timing_parts
-from dfdetect.engine.checkpoint import load_checkpoint
+from dfdetect.analysis.compare import _ort_runner, _timing_parts
+from dfdetect.models.checkpoint import load_checkpoint
 from dfdetect.models.factory import model_from_checkpoint
 out = Path(sys.argv[1])
 rows = {}

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 from dfdetect.data.datasets import select_items
 from dfdetect.data.io import open_image
 from dfdetect.data.preprocess import preprocess
-from dfdetect.inference import Detector
+from dfdetect.runtime.detector import Detector
 
 SPLIT = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights" / "split.csv"
 

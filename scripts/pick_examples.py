@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from dfdetect.data.datasets import read_manifest
-from dfdetect.inference import WEIGHTS_DIR, Detector
+from dfdetect.runtime.detector import WEIGHTS_DIR, Detector
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -65,7 +65,7 @@ def main() -> None:
     (a.runs / "recipes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if a.export and a.to:
-        from dfdetect.engine.checkpoint import load_checkpoint, save_safetensors
+        from dfdetect.models.checkpoint import load_checkpoint, save_safetensors
 
         a.to.mkdir(parents=True, exist_ok=True)
         for r in rows[: a.export]:

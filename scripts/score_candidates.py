@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dfdetect.core.metrics import compute_metrics
 from dfdetect.engine.evaluate import evaluate_checkpoint
-from dfdetect.metrics import compute_metrics
 
 
 def scores(out: Path) -> dict[str, tuple[int, float]]:

@@ -15,13 +15,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from dfdetect.core.metrics import choose_threshold
 from dfdetect.data.datasets import manifest_hash
 from dfdetect.data.io import open_image
-from dfdetect.engine.checkpoint import load_checkpoint, save_safetensors
-from dfdetect.export import export_onnx
-from dfdetect.inference import Detector, _TorchBackend
-from dfdetect.metrics import choose_threshold
+from dfdetect.models.checkpoint import load_checkpoint, save_safetensors
 from dfdetect.models.factory import create_model
+from dfdetect.runtime.detector import Detector, _TorchBackend
+from dfdetect.runtime.export import export_onnx
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights"
 

@@ -41,7 +41,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def tiny_config(data: Path, out: Path, **over):
-    from dfdetect.config import TrainConfig
+    from dfdetect.core.config import TrainConfig
 
     cfg = TrainConfig()
     cfg.data.root = str(data)

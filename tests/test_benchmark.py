@@ -6,7 +6,7 @@ import pytest
 
 
 def test_static_int8_calibrates_on_train_and_tracks_fp32(tiny_run, tiny_data):
-    from dfdetect.benchmark import benchmark_int8, format_int8_result
+    from dfdetect.analysis.benchmark import benchmark_int8, format_int8_result
 
     r = benchmark_int8(tiny_run / "best.pt", tiny_data, mode="static", iters=2, min_seconds=0.05, warmup=1)
     assert "quantize_static" in r["quantization"] and "train images" in r["quantization"]
@@ -17,7 +17,7 @@ def test_static_int8_calibrates_on_train_and_tracks_fp32(tiny_run, tiny_data):
 
 
 def test_static_int8_needs_a_train_split(tiny_run, tiny_data, tmp_path):
-    from dfdetect.benchmark import benchmark_int8
+    from dfdetect.analysis.benchmark import benchmark_int8
 
     loose = tmp_path / "best.pt"  # a checkpoint away from its run folder: no split.csv beside it
     loose.write_bytes((tiny_run / "best.pt").read_bytes())
@@ -29,7 +29,7 @@ def test_static_int8_needs_a_train_split(tiny_run, tiny_data, tmp_path):
 
 def test_benchmark_times_the_checkpoints_own_head(tiny_data, tmp_path):
     """A head variant is timed with its head (more parameters than the plain backbone), loaded strictly."""
-    from dfdetect.benchmark import benchmark_model
+    from dfdetect.analysis.benchmark import benchmark_model
     from dfdetect.engine.train import fit
 
     from .conftest import tiny_config
@@ -80,7 +80,7 @@ def test_benchmark_cli_times_each_backend_and_scan(tiny_run, tiny_data, tmp_path
 
 def test_benchmark_an_exported_model(tiny_run, tmp_path):
     pytest.importorskip("onnxruntime")
-    from dfdetect.export import export_onnx
+    from dfdetect.runtime.export import export_onnx
 
     export_onnx(tiny_run / "best.pt", tmp_path / "m.onnx")
     r, out = _benchmark_json(str(tmp_path / "m.onnx"), "--batch-sizes", "1,2", "--min-seconds", "0.01")

@@ -225,7 +225,7 @@ def test_old_shipped_name_still_loads(caplog):
     """`fast` was the 256 px model's name before it became `default`: old scripts keep working, with a warning."""
     from dfdetect import Detector
 
-    with caplog.at_level("WARNING", logger="dfdetect.inference"):
+    with caplog.at_level("WARNING", logger="dfdetect.runtime.detector"):
         det = Detector.load("fast", backend="onnx")
     assert det.model_id == Detector.load("default", backend="onnx").model_id
     assert "now called 'default'" in caplog.text
@@ -233,7 +233,7 @@ def test_old_shipped_name_still_loads(caplog):
 
 def test_shipped_names_resolve_for_every_command(tmp_path):
     """One resolver for shipped names; `serve` accepts them too and names them when a model is missing."""
-    from dfdetect.inference import shipped_name
+    from dfdetect.runtime.detector import shipped_name
 
     assert [shipped_name(r) for r in (None, "default", "large", "fast", "nosuch")] == [
         "default",
@@ -449,3 +449,31 @@ def test_long_thin_images_cost_little_and_fail_alone(tmp_path):
     for name in ("thin.png", "wide.png", "needle.png"):
         assert "aspect-ratio limit" in rows[name]["error"], rows[name]
     assert peak_mb < 1024, f"peak RSS {peak_mb:.0f} MB"
+
+
+def test_every_verb_answers_help_and_the_readme_names_only_real_verbs():
+    import re
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    verbs = sorted(group.commands)
+    for verb in verbs:
+        res = CliRunner().invoke(app, [verb, "--help"])
+        assert res.exit_code == 0, (verb, res.output)
+        assert "Usage:" in res.output and verb in res.output
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    named = set(re.findall(r"`dfdetect ([a-z][a-z-]+)", readme)) | set(
+        re.findall(r"^dfdetect ([a-z][a-z-]+)", readme, flags=re.M)
+    )
+    assert named, "the README names no verbs"
+    assert not named - set(verbs), f"README names verbs that do not exist: {sorted(named - set(verbs))}"
+    # and every README flag of a verb exists on it
+    for verb, flags in re.findall(r"^dfdetect ([a-z-]+) ([^\n`]*)", readme, flags=re.M):
+        if verb not in verbs:
+            continue
+        opts = {
+            o for p in group.commands[verb].params for o in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])
+        }
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", flags):
+            assert flag in opts, f"README: dfdetect {verb} {flag}: no such option"

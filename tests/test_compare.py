@@ -42,7 +42,7 @@ def _fast(**kw):
 @pytest.fixture(scope="module")
 def compared(tiny_data, tmp_path_factory):
     """First only model 1 (an 'interrupted' comparison), then the full list in the same folder."""
-    from dfdetect.compare import run_comparison
+    from dfdetect.analysis.compare import run_comparison
 
     out = tmp_path_factory.mktemp("cmp")
     run_comparison(MODELS[:1], out, _base(tiny_data, out), **_fast())
@@ -98,7 +98,7 @@ def test_resume_does_not_retrain(compared, tiny_data):
     assert (out / "runs" / MODELS[0] / "best.pt").stat().st_mtime_ns == mtime
     assert all(state["models"][m]["status"] == "done" for m in MODELS)
     # A third call has nothing left to do: no run folder is touched.
-    from dfdetect.compare import run_comparison
+    from dfdetect.analysis.compare import run_comparison
 
     before = {m: (out / "runs" / m / "best.pt").stat().st_mtime_ns for m in MODELS}
     run_comparison(MODELS, out, _base(tiny_data, out), **_fast())
@@ -111,7 +111,7 @@ def test_interrupted_run_resumes_from_last_pt(compared, tmp_path, monkeypatch):
     (Simulated cheaply: a finished run's copy without summary.json is a run cut off after its last epoch.)"""
     import shutil
 
-    from dfdetect import compare
+    from dfdetect.analysis import compare
     from dfdetect.engine import train
 
     out, _, _ = compared
@@ -129,7 +129,7 @@ def test_interrupted_run_resumes_from_last_pt(compared, tmp_path, monkeypatch):
 
 
 def test_pareto_front():
-    from dfdetect.compare import pareto_front
+    from dfdetect.analysis.compare import pareto_front
 
     pts = [(1.0, 0.80), (2.0, 0.90), (3.0, 0.85), (4.0, 0.95), (0.5, 0.70)]
     assert pareto_front(pts) == [4, 0, 1, 3]
@@ -166,7 +166,7 @@ def test_cli_compare_rejects_unknown_model(tmp_path, tiny_data):
 
 
 def test_int8_reports_speed_and_accuracy_change(compared, tiny_data):
-    from dfdetect.benchmark import benchmark_int8, format_int8_result
+    from dfdetect.analysis.benchmark import benchmark_int8, format_int8_result
 
     out, state, _ = compared
     r = benchmark_int8(
@@ -182,8 +182,8 @@ def test_int8_reports_speed_and_accuracy_change(compared, tiny_data):
 
 def test_variant_rows_checkpoints_and_ensembles(compared, tiny_data, tmp_path):
     """Head variant and fusion rows trained here, a checkpoint row, a run row, and ensembles over two rows."""
-    from dfdetect.compare import run_comparison
-    from dfdetect.engine.checkpoint import load_checkpoint
+    from dfdetect.analysis.compare import run_comparison
+    from dfdetect.models.checkpoint import load_checkpoint
 
     out, _, _ = compared
     cmp = tmp_path / "variants"

@@ -26,9 +26,9 @@ import pytest
 import torch
 
 from dfdetect.data.datasets import read_manifest
-from dfdetect.engine.checkpoint import load_checkpoint, save_checkpoint
 from dfdetect.engine.distributed import strip_nproc
 from dfdetect.engine.train import fit
+from dfdetect.models.checkpoint import load_checkpoint, save_checkpoint
 from dfdetect.models.factory import create_model
 from tests.conftest import make_folder, tiny_config
 

@@ -9,8 +9,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from dfdetect.cli import app
-from dfdetect.explain import (
+from dfdetect.analysis.explain import (
     LEGEND,
     METHODS,
     Explanation,
@@ -21,8 +20,9 @@ from dfdetect.explain import (
     similarity,
     to_original,
 )
-from dfdetect.inference import Detector, _TorchBackend
+from dfdetect.cli import app
 from dfdetect.models.factory import create_model, data_config_for
+from dfdetect.runtime.detector import Detector, _TorchBackend
 
 runner = CliRunner()
 FILES = ("gradcam", "gradcampp", "saliency", "activations", "maps.npz", "panel")
@@ -59,7 +59,7 @@ def _check_maps(exp: Explanation, w: int, h: int, methods=METHODS) -> None:
 
 
 def test_maps_at_original_resolution(detector, odd_image):
-    exp = detector.explain(odd_image)
+    exp = explain_image(detector, odd_image)
     _check_maps(exp, 70, 50)
     size = detector.data_config["input_size"][-1]
     for m in exp.input_maps.values():
@@ -95,7 +95,7 @@ def test_model_state_untouched(detector, odd_image):
     flags = [p.requires_grad for p in model.parameters()]
     grads = [p.grad for p in model.parameters()]
     assert not model.training
-    detector.explain(odd_image, smoothgrad_samples=3)
+    explain_image(detector, odd_image, smoothgrad_samples=3)
     assert not model.training and not any(m.training for m in model.modules())
     assert [p.requires_grad for p in model.parameters()] == flags
     assert all(g is h for g, h in zip(grads, [p.grad for p in model.parameters()]))
@@ -117,7 +117,7 @@ def test_model_state_untouched(detector, odd_image):
 
 def test_explain_works_when_called_under_inference_mode(detector, odd_image):
     with torch.inference_mode():
-        exp = detector.explain(odd_image, methods=["gradcam", "saliency"])
+        exp = explain_image(detector, odd_image, methods=["gradcam", "saliency"])
     _check_maps(exp, 70, 50, ("gradcam", "saliency"))
 
 
@@ -143,7 +143,7 @@ def test_methods_subset_smoothgrad_and_rendering(detector, odd_image):
 def test_second_architecture_with_centre_crop(odd_image):
     det = _mobilenet_detector(64, 80)  # crop_pct 0.8: the border the crop cuts gets no heat
     img = odd_image.resize((96, 64))
-    exp = det.explain(img, smoothgrad_samples=2)
+    exp = explain_image(det, img, smoothgrad_samples=2)
     _check_maps(exp, 96, 64)
     rw, rh, left, top, size = crop_geometry(96, 64, det.data_config)
     x0 = int(np.floor(left * 96 / rw))
@@ -159,7 +159,7 @@ def test_onnx_detector_is_refused(odd_image):
 
     det = Detector(_FakeOnnx(), {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3})
     with pytest.raises(RuntimeError, match="ONNX"):
-        det.explain(odd_image)
+        explain_image(det, odd_image)
 
 
 def test_randomization_sanity_check(detector, odd_image):
@@ -235,9 +235,9 @@ def test_cli_methods_and_exit_codes(tiny_run, tiny_data, tmp_path):
 
 
 def test_cli_missing_default_model(tiny_data, tmp_path, monkeypatch):
-    import dfdetect.inference
+    import dfdetect.runtime.detector
 
-    monkeypatch.setattr(dfdetect.inference, "WEIGHTS_DIR", tmp_path)  # an installation without weights
+    monkeypatch.setattr(dfdetect.runtime.detector, "WEIGHTS_DIR", tmp_path)  # an installation without weights
     img = sorted((tiny_data / "fake").glob("fake_*.jpg"))[0]
     r = runner.invoke(app, ["explain", str(img), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--model" in r.output
@@ -251,7 +251,7 @@ def test_inception_resnet_v2_at_299(odd_image):
     assert cfg["mean"] == [0.5, 0.5, 0.5]
     det = Detector(_TorchBackend(model, "cpu"), cfg, 0.5, "test", "inception_resnet_v2")
     img = odd_image.resize((320, 240))
-    _check_maps(det.explain(img), 320, 240)
+    _check_maps(explain_image(det, img), 320, 240)
 
 
 def _group_photo(path) -> None:

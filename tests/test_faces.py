@@ -39,7 +39,7 @@ TOL = 0.15
 
 @pytest.fixture(scope="module")
 def det():
-    from dfdetect.inference import Detector
+    from dfdetect.runtime.detector import Detector
 
     return Detector.load(backend="onnx")
 
@@ -224,7 +224,7 @@ def test_python_api_and_cli_agree_on_a_group_photo(tmp_path):
     from typer.testing import CliRunner
 
     from dfdetect.cli import app
-    from dfdetect.inference import Detector
+    from dfdetect.runtime.detector import Detector
 
     img = canvas(1280, 720, seed=3)
     paste(img, FAKE, 190, (850, 250))

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from dfdetect.analysis.forensics import analyze_file, error_level, jpeg_facts, noise_residual, read_metadata, spectrum
+from dfdetect.analysis.forensics.metadata import thumbnail_difference
 from dfdetect.cli import app
-from dfdetect.forensics import analyze_file, error_level, jpeg_facts, noise_residual, read_metadata, spectrum
-from dfdetect.forensics.metadata import thumbnail_difference
 
 runner = CliRunner()
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dfdetect.analysis.explain import explain_image
 from dfdetect.models.factory import create_model, data_config_for, freeze_backbone, model_from_checkpoint
 
 from .conftest import tiny_config
@@ -28,7 +29,7 @@ def test_head_shapes_gradients_and_surface(head):
     feats = model.forward_features(x)
     assert feats.ndim == 4 and model.forward_head(feats).shape == (2, 2)
     # Grad-CAM's target layer lookup and the head-only warm-up still work on the wrapper.
-    from dfdetect.explain import target_layer_name
+    from dfdetect.analysis.explain import target_layer_name
 
     assert model.get_submodule(model.feature_info[-1]["module"]) is model.get_submodule(target_layer_name(model))
     freeze_backbone(model, True)
@@ -59,7 +60,7 @@ def attention_run(tiny_data, tmp_path_factory) -> Path:
 
 
 def _files(data: Path) -> list[Path]:
-    from dfdetect.inference import expand_paths
+    from dfdetect.runtime.detector import expand_paths
 
     return [p for p in expand_paths([data])[0] if p.stat().st_size > 100][:6]
 
@@ -67,8 +68,8 @@ def _files(data: Path) -> list[Path]:
 def test_attention_checkpoint_round_trip(attention_run, tiny_data):
     from dfdetect.data.io import open_image
     from dfdetect.data.preprocess import preprocess
-    from dfdetect.engine.checkpoint import load_checkpoint
-    from dfdetect.inference import Detector
+    from dfdetect.models.checkpoint import load_checkpoint
+    from dfdetect.runtime.detector import Detector
 
     ckpt = load_checkpoint(attention_run / "best.pt")
     assert ckpt["config"]["model"]["head"] == "attention"
@@ -89,7 +90,7 @@ def test_attention_checkpoint_round_trip(attention_run, tiny_data):
 def members(attention_run) -> list[Path]:
     """The trained attention run + a second member (another backbone, head and input size) on the same split."""
     from dfdetect.data.datasets import manifest_hash
-    from dfdetect.engine.checkpoint import load_checkpoint, save_checkpoint
+    from dfdetect.models.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(1)
     m = create_model("tiny_mobilenetv3", head="attnpool")
@@ -111,7 +112,7 @@ def members(attention_run) -> list[Path]:
 
 def _member_scores(paths: list[Path], files: list[Path]) -> np.ndarray:
     from dfdetect.data.io import open_image
-    from dfdetect.inference import Detector
+    from dfdetect.runtime.detector import Detector
 
     dets = [Detector.load(p, device="cpu") for p in paths]
     return np.array([[d.score_image(open_image(f)) for d in dets] for f in files])
@@ -120,9 +121,10 @@ def _member_scores(paths: list[Path], files: list[Path]) -> np.ndarray:
 @pytest.mark.parametrize("method", ["mean", "weighted", "stacking"])
 def test_ensemble_scores_equal_hand_combination(members, tiny_data, tmp_path, method):
     from dfdetect.data.io import open_image
-    from dfdetect.engine.checkpoint import load_checkpoint
-    from dfdetect.inference import Detector
-    from dfdetect.models.ensemble import EnsembleModel, build_ensemble
+    from dfdetect.engine.ensemble import build_ensemble
+    from dfdetect.models.checkpoint import load_checkpoint
+    from dfdetect.models.ensemble import EnsembleModel
+    from dfdetect.runtime.detector import Detector
 
     out = tmp_path / "ensemble.pt"
     res = build_ensemble(members, tiny_data, out, method, members[0].parent / "split.csv", device="cpu", workers=0)
@@ -151,8 +153,8 @@ def test_ensemble_scores_equal_hand_combination(members, tiny_data, tmp_path, me
 
 def test_stacking_fits_on_validation_only(members, tiny_data, tmp_path):
     from dfdetect.data.datasets import read_manifest
-    from dfdetect.engine.checkpoint import load_checkpoint
-    from dfdetect.models.ensemble import build_ensemble, fit_stacker, member_valid_scores
+    from dfdetect.engine.ensemble import build_ensemble, fit_stacker, member_valid_scores
+    from dfdetect.models.checkpoint import load_checkpoint
 
     manifest = members[0].parent / "split.csv"
     out = tmp_path / "stack.pt"
@@ -271,8 +273,8 @@ def test_fusion_frozen_members_get_no_gradient():
 @pytest.fixture(scope="module")
 def fusion_run(tiny_data, tmp_path_factory) -> tuple[Path, list[Path]]:
     """Two trained-looking member checkpoints (48 and 40 px), then a fusion trained on them with frozen members."""
-    from dfdetect.engine.checkpoint import save_checkpoint
     from dfdetect.engine.train import fit
+    from dfdetect.models.checkpoint import save_checkpoint
 
     out = tmp_path_factory.mktemp("fusion2")
     torch.manual_seed(3)
@@ -302,8 +304,8 @@ def fusion_run(tiny_data, tmp_path_factory) -> tuple[Path, list[Path]]:
 def test_fusion_trains_with_frozen_members_and_round_trips(fusion_run, tiny_data):
     from dfdetect.data.io import open_image
     from dfdetect.data.preprocess import preprocess
-    from dfdetect.engine.checkpoint import load_checkpoint
-    from dfdetect.inference import Detector
+    from dfdetect.models.checkpoint import load_checkpoint
+    from dfdetect.runtime.detector import Detector
 
     run, members = fusion_run
     ckpt = load_checkpoint(run / "best.pt")
@@ -330,7 +332,7 @@ def test_fusion_trains_with_frozen_members_and_round_trips(fusion_run, tiny_data
         want = torch.softmax(model(torch.from_numpy(batch)), 1)[:, 1].numpy()
     det = Detector.load(run / "best.pt", device="cpu")
     np.testing.assert_allclose([p.score for p in det.predict(files, workers=0)], want, atol=1e-5)
-    from dfdetect.export import export_onnx
+    from dfdetect.runtime.export import export_onnx
 
     res = export_onnx(run / "best.pt", run / "fusion.onnx")
     assert res["max_abs_diff"] < 1e-4 and res["metadata"]["data_config"]["members"] == dc["members"]
@@ -342,8 +344,8 @@ def test_fusion_resume_keeps_member_preprocessing(fusion_run, tmp_path):
     """A resumed fusion run rebuilds its members' preprocessing from last.pt (not from the name's defaults)."""
     import shutil
 
-    from dfdetect.engine.checkpoint import load_checkpoint
     from dfdetect.engine.train import fit
+    from dfdetect.models.checkpoint import load_checkpoint
 
     run, _ = fusion_run
     copy = tmp_path / "run"
@@ -355,12 +357,12 @@ def test_fusion_resume_keeps_member_preprocessing(fusion_run, tmp_path):
 
 def test_fusion_explain_and_member_errors(fusion_run, tiny_data, tmp_path):
     from dfdetect.data.io import open_image
-    from dfdetect.inference import Detector
     from dfdetect.models.fusion import create_fusion
+    from dfdetect.runtime.detector import Detector
 
     run, members = fusion_run
     det = Detector.load(run / "best.pt", device="cpu", backend="torch")
-    ex = det.explain(open_image(_files(tiny_data)[0]), methods=["gradcam"])
+    ex = explain_image(det, open_image(_files(tiny_data)[0]), methods=["gradcam"])
     assert ex.target_layer.startswith("members.0.")
     assert ex.input_maps["gradcam"].shape == (48, 48) and np.isfinite(ex.maps["gradcam"]).all()
     with pytest.raises(ValueError, match="holds tiny_efficientnet"):
@@ -375,9 +377,9 @@ def test_fusion_explain_and_member_errors(fusion_run, tiny_data, tmp_path):
 def test_headfit_cached_features_give_ordinary_checkpoints(fusion_run, tiny_data, tmp_path):
     """Heads trained on cached backbone features: the saved checkpoints score like any other model, and the
     validation AUC measured on the cache is the one a full evaluation of the saved checkpoint finds."""
-    from dfdetect.engine.checkpoint import load_checkpoint
     from dfdetect.engine.evaluate import evaluate_checkpoint
-    from dfdetect.models.headfit import fit_head_cached
+    from dfdetect.engine.headfit import fit_head_cached
+    from dfdetect.models.checkpoint import load_checkpoint
 
     run, members = fusion_run
     manifest = run / "split.csv"

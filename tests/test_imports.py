@@ -24,6 +24,6 @@ def test_every_module_imports():
 
 
 def test_cli_import_does_not_load_torch():
-    code = "import sys, dfdetect.cli, dfdetect.inference; print('torch' in sys.modules)"
+    code = "import sys, dfdetect.cli, dfdetect.runtime.detector; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

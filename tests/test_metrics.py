@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dfdetect.metrics import bootstrap_ci, choose_threshold, compute_metrics, eer
+from dfdetect.core.metrics import bootstrap_ci, choose_threshold, compute_metrics, eer
 
 Y = [0, 0, 0, 1, 1, 1]
 S = [0.1, 0.4, 0.6, 0.35, 0.8, 0.9]

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from dfdetect.analysis.robustness import perturb as P
 from dfdetect.cli import app
-from dfdetect.robustness import calibration as C
-from dfdetect.robustness import perturb as P
+from dfdetect.engine import calibration as C
 
 runner = CliRunner()
 
@@ -33,7 +33,7 @@ def face() -> Image.Image:
 def _jpeg_quality_of(img: Image.Image, quality: int) -> int:
     import io
 
-    from dfdetect.forensics.jpeg import estimate_quality
+    from dfdetect.analysis.forensics.jpeg import estimate_quality
 
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
@@ -53,7 +53,7 @@ def _high_freq_energy(img: Image.Image) -> float:
 def test_jpeg_perturbation_quality_and_determinism(face, q, monkeypatch):
     import io
 
-    from dfdetect.forensics.jpeg import estimate_quality
+    from dfdetect.analysis.forensics.jpeg import estimate_quality
 
     saved = {}
     real_save = Image.Image.save
@@ -147,7 +147,7 @@ def test_sweep_on_tiny_run_writes_table_and_plots(tiny_run, tiny_data, tmp_path)
     good_test = [ln for ln in split if "corrupt" not in ln and "empty" not in ln and "notes" not in ln]
     assert n == len(good_test)
     # the unperturbed condition agrees with scoring the same files directly
-    from dfdetect.inference import Detector
+    from dfdetect.runtime.detector import Detector
 
     scores = np.load(out / "robustness_scores.npz")
     det = Detector.load(tiny_run / "best.pt", device="cpu")
@@ -324,8 +324,8 @@ def test_reliability_diagram_writes_png(tmp_path):
 
 
 def test_calibrate_cli_and_detector_uses_it(tiny_run, tmp_path):
-    from dfdetect.engine.checkpoint import load_checkpoint
-    from dfdetect.inference import Detector
+    from dfdetect.models.checkpoint import load_checkpoint
+    from dfdetect.runtime.detector import Detector
 
     new = tmp_path / "cal.pt"
     r = runner.invoke(app, ["calibrate", str(tiny_run / "best.pt"), "--out", str(new), "--target", "eer"])
@@ -355,7 +355,7 @@ def test_calibrate_rescore_from_split(tiny_run, tmp_path):
     r = runner.invoke(app, ["calibrate", str(tiny_run / "best.pt"), "-o", str(new), "--rescore", "--target", "0.5"])
     assert r.exit_code == 0, r.output
     assert "rescored" in r.output
-    from dfdetect.engine.checkpoint import load_checkpoint
+    from dfdetect.models.checkpoint import load_checkpoint
 
     ck = load_checkpoint(new)
     assert ck["threshold"] == 0.5 and ck["calibration"]["nll_after"] <= ck["calibration"]["nll_before"] + 1e-12

@@ -347,14 +347,16 @@ def test_concurrent_requests(client, tiny_data):
 
 # ---- explain --------------------------------------------------------------------------------------
 def test_explain_unavailable_is_501(model_path, tmp_path, tiny_data, monkeypatch):
-    monkeypatch.setitem(sys.modules, "dfdetect.explain", None)  # makes `import dfdetect.explain` fail
+    monkeypatch.setitem(sys.modules, "dfdetect.analysis.explain", None)  # makes `import dfdetect.analysis.explain` fail
     with TestClient(create_app(model=model_path, db=tmp_path / "scans.db")) as c:
         r = c.post("/explain", files=_upload(_images(tiny_data, 1), field="file"))
         assert r.status_code == 501 and "explain" in r.json()["detail"]
         assert c.get("/models").json()["models"][0]["explain"] is False
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dfdetect.explain") is None, reason="dfdetect.explain not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("dfdetect.analysis.explain") is None, reason="dfdetect.analysis.explain not installed"
+)
 def test_explain_gradcam(client, tiny_data):
     f = _images(tiny_data, 1)
     r = client.post("/explain", files=_upload(f, field="file"), data={"case_id": "cam"})
@@ -372,7 +374,9 @@ def test_explain_gradcam(client, tiny_data):
     assert bad.status_code in (415, 422)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dfdetect.forensics") is None, reason="dfdetect.forensics not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("dfdetect.analysis.forensics") is None, reason="dfdetect.analysis.forensics not installed"
+)
 def test_forensics(client, tiny_data):
     f = _images(tiny_data, 1)
     r = client.post("/forensics", files=_upload(f, field="file"), data={"record": "0"})
@@ -386,7 +390,7 @@ def test_forensics(client, tiny_data):
 
 
 def test_forensics_unavailable_is_501(client, tiny_data, monkeypatch):
-    monkeypatch.setitem(sys.modules, "dfdetect.forensics", None)
+    monkeypatch.setitem(sys.modules, "dfdetect.analysis.forensics", None)
     r = client.post("/forensics", files=_upload(_images(tiny_data, 1), field="file"))
     assert r.status_code == 501
 
@@ -611,7 +615,7 @@ def test_serve_caps_malloc_arenas_unless_the_user_chose(monkeypatch):
     import os
     import sys
 
-    from dfdetect.commands.serve import _limit_malloc_arenas
+    from dfdetect.cli.serve import _limit_malloc_arenas
 
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     _limit_malloc_arenas(2)
@@ -674,3 +678,17 @@ def test_hostile_uploads_beside_a_good_face_fail_alone(model_path, tmp_path, tin
         assert all("aspect-ratio limit" in p["error"] for p in preds[1:])
         assert r.json()["scan_ids"][0] is not None and r.json()["scan_ids"][1:] == [None, None, None]
         assert c.get("/scans").json()["total"] == 1
+
+
+def test_openapi_schema_is_unchanged(tmp_path):
+    # The REST contract: paths, parameters, response models. A deliberate change updates the snapshot with
+    #   DFDETECT_UPDATE_OPENAPI=1 python -m pytest tests/test_serve.py -k openapi
+    import json
+    import os
+
+    snapshot = Path(__file__).parent / "data" / "openapi.json"
+    spec = create_app(db=tmp_path / "s.db").openapi()
+    spec["info"]["version"] = "<version>"
+    if os.environ.get("DFDETECT_UPDATE_OPENAPI"):
+        snapshot.write_text(json.dumps(spec, indent=1, sort_keys=True))
+    assert json.loads(json.dumps(spec)) == json.loads(snapshot.read_text())

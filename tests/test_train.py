@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dfdetect.data.datasets import read_manifest
-from dfdetect.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dfdetect.engine.train import HISTORY_COLUMNS, fit
+from dfdetect.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.conftest import tiny_config
 
 
@@ -86,7 +86,7 @@ def test_resume_after_kill_is_exact(tiny_data, tmp_path):
 
 
 def test_new_run_refuses_to_overwrite(tiny_run):
-    from dfdetect.config import TrainConfig
+    from dfdetect.core.config import TrainConfig
 
     cfg = TrainConfig.load_yaml(tiny_run / "config.yaml")
     with pytest.raises(FileExistsError, match="--resume"):

@@ -173,7 +173,7 @@ def main() -> None:
                     f"{cell(m, 'roc_auc')} | {cell(m, 'tpr_at_fpr_1pct')} |"
                 )
     (a.out / "table.md").write_text("\n".join(lines) + "\n")
-    from dfdetect.plots import learning_curve
+    from dfdetect.core.plots import learning_curve
 
     # the plot: everything together, each named part, and the folders no part covers (the table has them all)
     covered = {f for p in a.part for f in p.partition("=")[2].split("+")}

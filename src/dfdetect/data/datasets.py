@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dfdetect.core.labels import LABELS
 from dfdetect.data.io import ImageLoadError, is_image_file, open_image
 
 log = logging.getLogger(__name__)
 
-LABELS = {"real": 0, "fake": 1}
 SPLITS = ("train", "valid", "test")
 
 
@@ -252,3 +252,23 @@ def select_items(
         rows = [it for it in read_manifest(run_manifest) if it.split == split]
         return rows, f"split {split!r} of the training run's manifest {run_manifest}"
     return items, "all images"
+
+
+def make_loader(
+    ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int = 0, sampler: Sampler | None = None
+) -> DataLoader:
+    """The one DataLoader recipe (training, validation, evaluation, ensembles, head fitting)."""
+    # A fresh seeded generator per loader makes the order and the workers' augmentation seeds
+    # a function of (seed, epoch) alone, which is what makes --resume exact.
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=g,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )

@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from dfdetect.config import AugmentConfig
+from dfdetect.core.config import AugmentConfig
 from dfdetect.data.preprocess import preprocess
 
 

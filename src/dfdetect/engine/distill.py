@@ -25,7 +25,7 @@ class Teachers(nn.Module):
 
     def __init__(self, paths: list[str | Path], temperature: float = 1.0):
         super().__init__()
-        from dfdetect.engine.checkpoint import load_checkpoint
+        from dfdetect.models.checkpoint import load_checkpoint
         from dfdetect.models.factory import model_from_checkpoint
 
         nets, self.data_configs = [], []

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dfdetect import metrics as M
+from dfdetect.core import metrics as M
 from dfdetect.core.device import autocast, resolve_device, to_memory_format
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,8 @@ def write_eval_artifacts(
     and in the kind of fake. ``parts`` adds named unions of folders (``{"faces140k": ["faces140k-subset",
     "faces140k-more"]}``) to the same table.
     """
-    from dfdetect import plots
-    from dfdetect.robustness.calibration import ece, reliability_diagram
+    from dfdetect.core import plots
+    from dfdetect.engine.calibration import ece, reliability_diagram
 
     y_true, y_score = np.asarray(y_true, dtype=int), np.asarray(y_score, dtype=float)
     out = Path(out_dir)
@@ -223,10 +223,9 @@ def evaluate_checkpoint(
     else, when the checkpoint sits in a run folder whose split.csv was made from this same folder, that
     run's ``split`` rows (so a model is never scored on its own training images); else every image.
     """
-    from dfdetect.data.datasets import ImageDataset, select_items
+    from dfdetect.data.datasets import ImageDataset, make_loader, select_items
     from dfdetect.data.transforms import eval_transform
-    from dfdetect.engine.checkpoint import load_checkpoint
-    from dfdetect.engine.train import make_loader
+    from dfdetect.models.checkpoint import load_checkpoint
     from dfdetect.models.factory import model_from_checkpoint
 
     checkpoint, data = Path(checkpoint), Path(data)
@@ -237,7 +236,7 @@ def evaluate_checkpoint(
     if checkpoint.suffix == ".onnx" or precision != "fp32":
         # An exported model (or a reduced precision, which only the ONNX runtimes run): score it as it ships,
         # through the Detector and its own stored preprocessing and threshold.
-        from dfdetect.inference import Detector
+        from dfdetect.runtime.detector import Detector
 
         det = Detector.load(checkpoint, backend=backend, precision=precision)
         ds = ImageDataset(items, data, None)

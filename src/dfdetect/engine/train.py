@@ -24,26 +24,26 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-import dfdetect
-from dfdetect.config import TrainConfig
+from dfdetect.core.config import TrainConfig
 from dfdetect.core.device import autocast, precision_name, to_memory_format
+from dfdetect.core.metrics import choose_threshold, compute_metrics
+from dfdetect.core.version import __version__
 from dfdetect.data.datasets import (
     ImageDataset,
-    collate,
     limit_per_class,
+    make_loader,
     manifest_hash,
     resolve_items,
     write_manifest,
 )
 from dfdetect.data.transforms import eval_transform, train_transform
 from dfdetect.engine import distributed as D
-from dfdetect.engine.checkpoint import load_checkpoint, save_checkpoint
 from dfdetect.engine.distill import Teachers, distill_loss
 from dfdetect.engine.evaluate import write_eval_artifacts
-from dfdetect.metrics import choose_threshold, compute_metrics
+from dfdetect.models.checkpoint import load_checkpoint, save_checkpoint
 from dfdetect.models.factory import CLASSES, create_model, data_config_for, freeze_backbone, model_from_checkpoint
 from dfdetect.models.registry import get_spec, is_fusion
 
@@ -64,25 +64,6 @@ HISTORY_COLUMNS = [
     "seconds",
     "images_per_s",
 ]
-
-
-def make_loader(
-    ds: ImageDataset, batch_size: int, shuffle: bool, workers: int, seed: int = 0, sampler: Sampler | None = None
-) -> DataLoader:
-    # A fresh seeded generator per loader makes the order and the workers' augmentation seeds
-    # a function of (seed, epoch) alone, which is what makes --resume exact.
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=shuffle if sampler is None else False,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        generator=g,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
-    )
 
 
 def _set_bn_eval(model: nn.Module) -> None:
@@ -539,7 +520,7 @@ def _wrap_ddp(model: nn.Module, ctx: D.DistContext, device: torch.device) -> nn.
 
 
 def _plot_curves(history, path, best_epoch):
-    from dfdetect import plots
+    from dfdetect.core import plots
 
     plots.training_curves(history, path, best_epoch)
 
@@ -555,7 +536,7 @@ def _slim_checkpoint(model, cfg: TrainConfig, data_config, timm_name, split_hash
         "epoch": epoch,
         "valid": {k: row[k] for k in ("valid_loss", "valid_acc", "valid_f1", "valid_auc")},
         "split_sha256": split_hash,
-        "dfdetect_version": dfdetect.__version__,
+        "dfdetect_version": __version__,
         "threshold": 0.5,
     }
 

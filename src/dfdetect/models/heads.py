@@ -17,12 +17,14 @@ Heads:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
-HEADS = ("linear", "attention", "attnpool", "multiscale")
+from dfdetect.core.config import Head
+
+HEADS: tuple[str, ...] = get_args(Head)  # one list of head names: the config's closed set
 
 
 class ChannelAttention(nn.Module):

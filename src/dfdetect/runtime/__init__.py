@@ -1,2 +1,2 @@
 """The runtime layer: the one predict path (``pipeline``) from files to ``Prediction`` records, and video scoring
-on top of it. Backends and the ``Detector`` (``dfdetect.inference``) score through this pipeline."""
+on top of it. Backends and the ``Detector`` (``dfdetect.runtime.detector``) score through this pipeline."""

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from dfdetect.core.labels import verdict
 from dfdetect.data.io import ImageLoadError, is_image_file, open_image, to_rgb
 from dfdetect.faces.predict import (
     HEAVY_JPEG,
@@ -95,11 +96,6 @@ class Prediction:
 
 FacePrediction = Prediction
 """Face-mode records are ``Prediction`` rows with ``mode == "faces"`` (the separate class is gone)."""
-
-
-def verdict(score: float, threshold: float) -> str:
-    """The decision rule: fake when P(fake) >= threshold."""
-    return "fake" if score >= threshold else "real"
 
 
 # ---- inputs --------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dfdetect.core.labels import verdict
 from dfdetect.faces.detect import _cv2
 from dfdetect.faces.predict import MIN_FACE
 from dfdetect.runtime.pipeline import predict_faces
@@ -155,7 +156,7 @@ def analyze_video(
         mean_score=None if mean is None else round(mean, 6),
         max_score=round(float(scores.max()), 6) if scores.size else None,
         fake_fraction=round(float((scores >= thr).mean()), 6) if scores.size else None,
-        label=None if mean is None else ("fake" if mean >= thr else "real"),
+        label=None if mean is None else verdict(mean, thr),
         threshold=thr,
         model=det.model_id,
         warnings=warnings,

@@ -14,7 +14,7 @@ load many concurrent requests share one forward pass; when idle a lone request w
 assumptions about the backend.
 
 Grad-CAM (``POST /explain``) needs gradients, so it runs on a separate PyTorch copy of the model, loaded on
-the first request, one explanation at a time, and only when ``dfdetect.explain`` is installed (501 if not).
+the first request, one explanation at a time, and only when ``dfdetect.analysis.explain`` is installed (501 if not).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from dfdetect import __version__
+from dfdetect.core.labels import verdict
+from dfdetect.core.version import __version__
 from dfdetect.runtime import pipeline
 from dfdetect.serve.db import ScanDB, ScanRecord, utc_now
 from dfdetect.serve.schemas import (
@@ -360,7 +361,7 @@ class ExplainRunner:
         self.tried = False
 
     def torch_checkpoint(self) -> Path | None:
-        from dfdetect.inference import DEFAULT_WEIGHTS
+        from dfdetect.runtime.detector import DEFAULT_WEIGHTS
 
         if self.model is None:
             return DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None
@@ -378,12 +379,14 @@ class ExplainRunner:
             return
         self.tried = True
         try:
-            self._explain = importlib.import_module("dfdetect.explain").explain_image
+            self._explain = importlib.import_module("dfdetect.analysis.explain").explain_image
         except ImportError as e:
-            self.unavailable = f"Grad-CAM explanations are not available in this installation (dfdetect.explain: {e})"
+            self.unavailable = (
+                f"Grad-CAM explanations are not available in this installation (dfdetect.analysis.explain: {e})"
+            )
             return
         except AttributeError:
-            self.unavailable = "Grad-CAM explanations are not available: dfdetect.explain has no explain_image"
+            self.unavailable = "Grad-CAM explanations are not available: dfdetect.analysis.explain has no explain_image"
             return
         ckpt = self.torch_checkpoint()
         if ckpt is None:
@@ -392,7 +395,7 @@ class ExplainRunner:
                 "put them beside the .onnx file or serve the checkpoint itself"
             )
             return
-        from dfdetect.inference import Detector
+        from dfdetect.runtime.detector import Detector
 
         try:
             self._detector = Detector.load(ckpt, device=self.device, backend="torch")
@@ -435,18 +438,18 @@ def set_threads(detector: Any, threads: int) -> None:
 
         torch.set_num_threads(threads)
     elif detector.backend.name == "onnxruntime":
-        from dfdetect.inference import _OnnxBackend
+        from dfdetect.runtime.detector import _OnnxBackend
 
         detector.backend = _OnnxBackend(Path(detector.source), threads=threads)
     elif detector.backend.name == "openvino":
-        from dfdetect.inference import _OpenVinoBackend
+        from dfdetect.runtime.detector import _OpenVinoBackend
 
         detector.backend = _OpenVinoBackend(Path(detector.source), threads=threads)
     log.info("inference uses %d thread(s)", threads)
 
 
 def _analyze_bytes(fx: Any, d: Decoded) -> Any:
-    """``dfdetect.forensics.analyze_file`` on the upload (metadata readers want a file), named as uploaded."""
+    """``dfdetect.analysis.forensics.analyze_file`` on the upload (metadata readers want a file), named as uploaded."""
     import tempfile
 
     suffix = Path(d.name).suffix.lower()
@@ -544,7 +547,7 @@ def face_rows(result: Any) -> list[FaceOut]:
             box=[int(v) for v in f.box],
             crop=[int(v) for v in f.crop],
             score=round(f.score, 6),
-            label="fake" if f.score >= result.threshold else "real",
+            label=verdict(f.score, result.threshold),
             aligned=f.aligned,
             roll=None if f.roll is None else round(f.roll, 1),
             warnings=list(f.warnings),
@@ -833,7 +836,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from dfdetect.inference import Detector
+        from dfdetect.runtime.detector import Detector
 
         detector = await run_in_threadpool(Detector.load, settings.model, settings.device, settings.backend)
         if settings.threads:
@@ -1025,7 +1028,7 @@ def create_app(
             score = round(float(expl.score), 6)
         overlay, panel = await run_in_threadpool(lambda: (expl.overlay("gradcam", img), expl.panel(img)))
         overlay_b64, panel_b64 = await run_in_threadpool(lambda: (_png_b64(overlay), _png_b64(panel)))
-        label = "fake" if score >= thr else "real"
+        label = verdict(score, thr)
         scan_id = None
         if record:
             rows = [(d, score, label, thr)]
@@ -1051,15 +1054,16 @@ def create_app(
         tags=["detect"],
         dependencies=[Depends(require_key)],
         openapi_extra=_EXPLAIN_BODY,
-        responses=_UPLOAD_ERRORS | {501: {"model": ErrorResponse, "description": "dfdetect.forensics missing"}},
+        responses=_UPLOAD_ERRORS
+        | {501: {"model": ErrorResponse, "description": "dfdetect.analysis.forensics missing"}},
     )
     async def forensics(request: Request) -> ForensicsResponse:
         """Classic forensics for one image (ELA, noise, spectrum, metadata flags) beside the model's verdict,
         with a self-contained HTML report. Indicators, not proof."""
         svc = svc_of(request)
         try:
-            fx = importlib.import_module("dfdetect.forensics")
-            report = importlib.import_module("dfdetect.forensics.report")
+            fx = importlib.import_module("dfdetect.analysis.forensics")
+            report = importlib.import_module("dfdetect.analysis.forensics.report")
         except ImportError as e:
             raise HTTPException(501, f"forensic analyses are not available in this installation ({e})") from None
         uploads, form = await read_multipart(request, settings.max_file_bytes, 1)
@@ -1074,7 +1078,7 @@ def create_app(
             raise _all_failed([d])
         (s,) = await svc.batcher.score([d.array])
         thr = det.threshold if thr_override is None else thr_override
-        score, label = round(s, 6), ("fake" if s >= thr else "real")
+        score, label = round(s, 6), verdict(s, thr)
         a = await run_in_threadpool(_analyze_bytes, fx, d)
         if a.error:
             raise HTTPException(422, a.error)

@@ -1,0 +1,32 @@
+"""What every CLI verb shares: the error exit, logging set-up and option validators.
+
+Verb modules import only light things at top level (typer, stdlib): heavy imports go inside the
+command functions, so ``dfdetect --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from typing import NoReturn
+
+import typer
+
+
+def fail(msg: str, code: int = 2) -> NoReturn:
+    """One red ``error:`` line on stderr and exit ``code`` (2: bad input or usage, 1: nothing could be done)."""
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def setup_logging(verbose: bool = False, level: int = logging.INFO) -> None:
+    """Plain messages on stderr (stdout stays for results and ``--json``); ``verbose`` shows debug lines."""
+    logging.basicConfig(level=logging.DEBUG if verbose else level, format="%(message)s", stream=sys.stderr, force=True)
+
+
+def threshold_option(value: float | None) -> float | None:
+    """Typer callback for every ``--threshold``: a probability in [0, 1], never NaN."""
+    if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise typer.BadParameter(f"{value} is not a probability in [0, 1] (the P(fake) from which a verdict is fake)")
+    return value

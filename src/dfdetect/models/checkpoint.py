@@ -1,0 +1,95 @@
+"""Plain-dict checkpoints: atomic writes, and loads that work with ``torch.load(weights_only=True)``.
+
+A checkpoint holds only str/int/float/bool/list/dict/None and tensors: the state dict, the arch name,
+the classes, the data config (preprocessing), the resolved training config and the decision threshold.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT = "dfdetect-checkpoint"
+REQUIRED = ("arch", "classes", "data_config", "model")
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
+    """Write to a temp file in the same folder, fsync, then rename: a kill never leaves a torn file."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **obj}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file gets one message naming it
+        raise CheckpointError(f"{path} is not a readable dfdetect checkpoint: {e}") from e
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if ckpt.get("format") != FORMAT or missing:
+        raise CheckpointError(f"{path} is not a dfdetect checkpoint (missing {missing or 'format tag'})")
+    return ckpt
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    """Shipped weights: tensors in safetensors, everything else as JSON in its metadata."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["dfdetect"])
+        state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    return {"format": FORMAT, **meta, "model": state}
+
+
+def save_safetensors(ckpt: dict[str, Any], path: str | Path, half: bool = True) -> Path:
+    """Export a checkpoint's weights (fp16 by default) plus its metadata as one .safetensors file."""
+    import json
+
+    from safetensors.torch import save_file
+
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "format", "optimizer", "scheduler", "rng")}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        for k, v in ckpt["model"].items()
+        if not k.endswith("num_batches_tracked")
+    }
+    path = Path(path)
+    save_file(state, str(path), metadata={"dfdetect": json.dumps(meta)})
+    return path
+
+
+def model_id_for(ckpt: dict[str, Any], weights_path: Path) -> str:
+    """The id a model is known by: the shipped/recorded ``model_id``, else arch + the weights file's hash."""
+    from dfdetect.data.io import sha256_file
+
+    return ckpt.get("model_id") or f"{ckpt['arch']}-{sha256_file(weights_path)[:12]}"
