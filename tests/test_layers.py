@@ -156,3 +156,14 @@ def test_the_checker_sees_lazy_imports(tmp_path: Path) -> None:
     )
     mods = {"dfdetect.core.m": src, "dfdetect.runtime.detector": src, "dfdetect.cli": src}
     assert _imports("dfdetect.core.m", src, mods) == {"dfdetect.runtime.detector"}
+
+
+def test_the_readme_layout_matches_the_tree() -> None:
+    import re
+
+    readme = (PKG.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `(\w+)/` \|", section, flags=re.M)
+    folders = sorted(p.name for p in PKG.iterdir() if (p / "__init__.py").is_file())
+    assert listed == list(LAYERS), "README Layout rows must be the layers, bottom first"
+    assert sorted(listed) == folders, f"package folders {folders} vs README {listed}"

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dfdetect.core import metrics as M
-from dfdetect.core.device import autocast, resolve_device, to_memory_format
+from dfdetect.core.device import autocast, to_memory_format
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,8 @@ def format_by_source(by_source: dict[str, dict[str, Any]]) -> str:
 
 
 def _score_with_detector(det: Any, ds: Any, batch_size: int, workers: int) -> dict[str, Any]:
-    """score_loader's result for a Detector (ONNX Runtime / OpenVINO): P(fake) per readable item, in order."""
+    """score_loader's result for a saved model behind a Detector: P(fake) per readable item, in order
+    (decoding and preprocessing on ``workers`` threads, one batched forward pass per ``batch_size`` images)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def load(i: int) -> np.ndarray | None:
@@ -223,38 +224,20 @@ def evaluate_checkpoint(
     else, when the checkpoint sits in a run folder whose split.csv was made from this same folder, that
     run's ``split`` rows (so a model is never scored on its own training images); else every image.
     """
-    from dfdetect.data.datasets import ImageDataset, make_loader, select_items
-    from dfdetect.data.transforms import eval_transform
-    from dfdetect.models.checkpoint import load_checkpoint
-    from dfdetect.models.factory import model_from_checkpoint
+    from dfdetect.data.datasets import ImageDataset, select_items
+    from dfdetect.runtime.detector import Detector
 
     checkpoint, data = Path(checkpoint), Path(data)
     items, source = select_items(data, split, manifest, checkpoint)
     if not items:
         raise ValueError(f"no images to evaluate in {data} ({source})")
     log.info("evaluating %s on %d images of %s (%s)", checkpoint, len(items), data, source)
-    if checkpoint.suffix == ".onnx" or precision != "fp32":
-        # An exported model (or a reduced precision, which only the ONNX runtimes run): score it as it ships,
-        # through the Detector and its own stored preprocessing and threshold.
-        from dfdetect.runtime.detector import Detector
-
-        det = Detector.load(checkpoint, backend=backend, precision=precision)
-        ds = ImageDataset(items, data, None)
-        res = _score_with_detector(det, ds, batch_size, workers)
-        ckpt = {"arch": det.arch, "threshold": det.threshold, "temperature": 1.0}  # score_batch applied T already
-    else:
-        ckpt = load_checkpoint(checkpoint)
-        dev = resolve_device(device)
-        model = model_from_checkpoint(ckpt)
-        model.to(dev)
-        ds = ImageDataset(items, data, getattr(model, "transform", None) or eval_transform(ckpt["data_config"]))
-        res = score_loader(model, make_loader(ds, batch_size, False, workers), dev, True, "evaluate")
-    temperature = float(ckpt.get("temperature", 1.0))
-    if temperature != 1.0:
-        # A calibrated checkpoint's threshold applies to softmax(logits / T); for two classes that is
-        # sigmoid(logit(p) / T), so rescale the T = 1 probabilities exactly as predict does.
-        p = np.clip(res["scores"], 1e-12, 1 - 1e-12)
-        res["scores"] = 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
+    # One scoring path for every model kind (checkpoint, .safetensors, .onnx, ensemble): the Detector, with the
+    # model's own stored preprocessing, temperature and threshold, exactly as predict runs it.
+    det = Detector.load(checkpoint, device=device, backend=backend, precision=precision)
+    ds = ImageDataset(items, data, None)
+    res = _score_with_detector(det, ds, batch_size, workers)
+    ckpt = {"arch": det.arch, "threshold": det.threshold}
     thr = float(ckpt.get("threshold", 0.5) if threshold is None else threshold)
     out = Path(out_dir) if out_dir else checkpoint.parent / f"eval_{data.name}_{split}"
     skipped = [str(ds.path(i)) for i in res["bad"]]
