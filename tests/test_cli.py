@@ -477,3 +477,16 @@ def test_every_verb_answers_help_and_the_readme_names_only_real_verbs():
         }
         for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", flags):
             assert flag in opts, f"README: dfdetect {verb} {flag}: no such option"
+
+
+def test_every_device_option_defaults_to_auto_and_rejects_typos():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    with_device = {v: c for v, c in group.commands.items() if any(p.name == "device" for p in c.params)}
+    assert {"predict", "evaluate", "explain", "serve", "benchmark", "robustness"} <= set(with_device)
+    for verb, cmd in with_device.items():
+        (param,) = [p for p in cmd.params if p.name == "device"]
+        assert param.default in ("auto", None), verb  # None: train/compare take it from the config (auto)
+    r = CliRunner().invoke(app, ["predict", "--device", "cuda0", "x.jpg"])
+    assert r.exit_code == 2 and "not a device" in r.output

@@ -90,7 +90,7 @@ def benchmark_model(
     batch_sizes: tuple[int, ...] = (1, 8, 32),
     onnx: bool = True,
     threads: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     warmup: int = 5,
     iters: int = 20,
     min_seconds: float = 2.0,
@@ -124,8 +124,11 @@ def benchmark_model(
         model = create_model(model_ref)
         arch = model_ref
         size = img_size or int(data_config_for(model)["input_size"][-1])
+    from dfdetect.core.device import resolve_device
+
     model.eval()
-    dev = torch.device(device)
+    dev = resolve_device(device)
+    device = dev.type
     model.to(dev)
     params = sum(p.numel() for p in model.parameters())
     result = _result(arch, size, params / 1e6, params * 4 / 2**20, gflops_per_image(model.cpu(), size), str(dev))

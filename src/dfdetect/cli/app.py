@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from dfdetect.cli.common import fail, setup_logging, threshold_option
+from dfdetect.cli.common import device_option, fail, setup_logging, threshold_option
 
 
 class _SuggestingGroup(TyperGroup):
@@ -258,7 +258,7 @@ def evaluate(
     threshold: float | None = typer.Option(
         None, help="Override the checkpoint's threshold.", callback=threshold_option
     ),
-    device: str = typer.Option("auto"),
+    device: str = device_option(),
     batch_size: int = typer.Option(64),
     workers: int = typer.Option(2),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% confidence intervals."),
@@ -329,7 +329,7 @@ def predict(
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON lines, one per image."),
     csv_path: Path | None = typer.Option(None, "--csv", help="Also write results to this CSV file."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = device_option(),
     backend: str = typer.Option(
         "auto", help="auto | torch | onnx | openvino (auto: OpenVINO, else ONNX Runtime, on CPU when installed)."
     ),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import setup_logging
+from dfdetect.cli.common import device_option, setup_logging
 
 
 def benchmark_cmd(
@@ -16,7 +16,7 @@ def benchmark_cmd(
     batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Also time ONNX Runtime (and OpenVINO when installed)."),
     threads: int = typer.Option(None, help="Intra-op threads (default: all cores)."),
-    device: str = typer.Option("cpu", help="cpu | cuda"),
+    device: str = device_option(),
     scan: Path = typer.Option(None, help="Also time `predict` over this folder, end to end."),
     scan_backends: str = typer.Option(
         "auto",

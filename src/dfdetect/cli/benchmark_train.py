@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from dfdetect.cli.common import setup_logging
+from dfdetect.cli.common import device_option, setup_logging
 
 
 def benchmark_train(
@@ -158,7 +158,7 @@ def benchmark_train_cmd(
     model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Backbone name (see `dfdetect models`)."),
     img_size: int = typer.Option(None, help="Input size (default: the backbone's)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Global batch (split over torchrun ranks)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = device_option(),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast (CUDA; CPUs with native bf16)."),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="channels-last layout."),
     sweep: bool = typer.Option(

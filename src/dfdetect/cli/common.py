@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
@@ -30,3 +31,17 @@ def threshold_option(value: float | None) -> float | None:
     if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise typer.BadParameter(f"{value} is not a probability in [0, 1] (the P(fake) from which a verdict is fake)")
     return value
+
+
+DEVICE_HELP = "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"
+
+
+def _check_device(value: str) -> str:
+    if value not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", value):
+        raise typer.BadParameter(f"{value!r} is not a device: {DEVICE_HELP}")
+    return value
+
+
+def device_option() -> Any:
+    """The one ``--device`` option: every verb defaults to auto."""
+    return typer.Option("auto", help=DEVICE_HELP, callback=_check_device)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import fail, setup_logging
+from dfdetect.cli.common import device_option, fail, setup_logging
 
 
 def ensemble_cmd(
@@ -22,7 +22,7 @@ def ensemble_cmd(
         None, "--manifest", help="Split manifest whose valid split fits weights (default: first member's split.csv)."
     ),
     threshold: str = typer.Option("0.5", help="Stored threshold: number | eer | f1 | fpr1 (on validation)."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", "-b"),
     workers: int = typer.Option(2, help="DataLoader workers."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),

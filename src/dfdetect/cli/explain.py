@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import fail, setup_logging
+from dfdetect.cli.common import device_option, fail, setup_logging
 
 
 def explain_cmd(
@@ -29,7 +29,7 @@ def explain_cmd(
     top_k: int = typer.Option(9, "--top-k", help="How many last-stage activation channels to show."),
     sanity: bool = typer.Option(False, "--sanity", help="Also compare with random weights (Adebayo et al.)."),
     no_panel: bool = typer.Option(False, "--no-panel", help="Skip the side-by-side panel PNG."),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    device: str = device_option(),
     faces: bool | None = typer.Option(
         None,
         "--faces/--no-faces",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import fail, setup_logging
+from dfdetect.cli.common import device_option, fail, setup_logging
 
 
 def _files(paths: list[str]) -> list[Path]:
@@ -68,7 +68,7 @@ def report(
     model: Path | None = typer.Option(None, "--model", "-m", help="Checkpoint, or a shipped model: default | large."),
     no_model: bool = typer.Option(False, "--no-model", help="Forensics only: no verdict, no CAM."),
     no_cam: bool = typer.Option(False, "--no-cam", help="Skip the class activation map (faster)."),
-    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    device: str = device_option(),
     ela_quality: int = typer.Option(90, "--ela-quality", min=1, max=100),
     faces: bool | None = typer.Option(
         None,

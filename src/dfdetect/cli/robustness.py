@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import fail, setup_logging, threshold_option
+from dfdetect.cli.common import device_option, fail, setup_logging, threshold_option
 
 log = logging.getLogger("dfdetect")
 
@@ -28,7 +28,7 @@ def robustness_cmd(
     threshold: float | None = typer.Option(
         None, help="Override the model's stored threshold.", callback=threshold_option
     ),
-    device: str = typer.Option("cpu", help="cpu | cuda"),
+    device: str = device_option(),
     backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(2, help="Threads for decoding and perturbing."),
@@ -155,7 +155,7 @@ def calibrate_cmd(
     data: Path | None = typer.Option(None, "--data", "-d", help="Data folder (default: the manifest's root)."),
     manifest: Path | None = typer.Option(None, help="Split manifest (default: split.csv beside the checkpoint)."),
     rescore: bool = typer.Option(False, "--rescore", help="Score the validation split even if scores are stored."),
-    device: str = typer.Option("cpu", help="cpu | cuda"),
+    device: str = device_option(),
 ) -> None:
     """Temperature scaling and a calibrated threshold, fitted on validation and stored in a new checkpoint."""
     setup_logging()

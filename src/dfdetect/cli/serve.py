@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import fail, setup_logging
+from dfdetect.cli.common import device_option, fail, setup_logging
 
 log = logging.getLogger("dfdetect")
 
@@ -53,7 +53,7 @@ def serve(
     store_images: Path | None = typer.Option(
         None, "--store-images", help="Keep a copy of every scored image in this folder (off by default: privacy)."
     ),
-    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    device: str = device_option(),
     backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
     max_batch: int = typer.Option(16, help="Micro-batching: most images scored in one forward pass."),
     max_wait_ms: float = typer.Option(2.0, help="Micro-batching: how long a request waits for company."),
