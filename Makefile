@@ -48,7 +48,7 @@ test-all: setup
 	$(PY) -m pytest -q -m ''
 
 lint: setup
-	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff check src tests scripts experiments
 
 bench: setup
 	$(VENV)/bin/dfdetect benchmark

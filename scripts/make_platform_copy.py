@@ -1,7 +1,8 @@
 """Write a "platform-processed" copy of a split: each image downscaled to 75% and re-saved as JPEG quality 60
 with no metadata, as a social network might serve it. Used as the second folder of the cross-dataset report
 (`dfdetect evaluate MODEL --data A --data B`) when no second face data set is at hand: it is a distribution shift
-of the same faces, not a new generator.
+of the same faces, not a new generator. The default manifest is the v1 split (split-v1.csv, the one the recorded
+cross-dataset figures used; the v2 split.csv is rooted at ../shared/data).
 
     python scripts/make_platform_copy.py --data ../shared/data/faces140k-subset --out runs/platform_test
 """
@@ -16,7 +17,7 @@ from PIL import Image
 from dfdetect.data.datasets import select_items
 from dfdetect.data.io import open_image
 
-SPLIT = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights" / "split.csv"
+SPLIT = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights" / "split-v1.csv"
 
 
 def main() -> None:

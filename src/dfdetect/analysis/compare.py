@@ -343,6 +343,10 @@ def ensemble_test_metrics(checkpoint: Path, member_predictions: Sequence[str | P
     return m
 
 
+Row = tuple[str, str, Path, TrainConfig | None]
+"""(name, kind: run | checkpoint | train | ensemble, run folder or checkpoint path, config for rows trained here)"""
+
+
 def run_comparison(
     models: Sequence[str],
     out: str | Path,
@@ -367,16 +371,55 @@ def run_comparison(
     (trained here; ``name``, ``name/HEAD`` or ``fusion:A+B``), then one ensemble per method in ``ensembles``
     over the rows named in ``ensemble_of`` (default: every other row). ``manifest`` fixes the shared split.
     """
-    from dfdetect.models.ensemble import METHODS
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = load_state(out)
     run_dirs = [Path(r) for r in runs]
+    ckpt_rows = [(str(n), Path(p)) for n, p in checkpoints]
+    _check_inputs(run_dirs, ckpt_rows, ensembles)
+    # Data root: --data, else the first given run's.
+    if not base.data.root and run_dirs:
+        base.data.root = TrainConfig.load_yaml(run_dirs[0] / "config.yaml").data.root
+    if not base.data.root:
+        raise ValueError("no data folder: pass --data (or --runs whose config names one)")
+    data = Path(base.data.root)
+    split_path, split_hash = _shared_split(base, out, manifest, run_dirs, state)
+    entries, members = _plan_rows(base, out, split_path, run_dirs, ckpt_rows, models, ensembles, ensemble_of)
+    state["order"] = list(dict.fromkeys(state.get("order", []) + [n for n, _, _, _ in entries]))
+
+    for i, (name, kind, where, cfg) in enumerate(entries, 1):
+        entry = state["models"].setdefault(name, {})
+        if _row_done(entry, kind, where, members):
+            log.info("[%d/%d] %s: done already", i, len(entries), name)
+            continue
+        log.info("[%d/%d] %s", i, len(entries), name)
+        t0 = time.perf_counter()
+        m, ckpt_path = _score_row(state, out, (name, kind, where, cfg), members, base, data, split_path, split_hash)
+        _record_row(
+            entry,
+            m,
+            ckpt_path,
+            kind,
+            bench,
+            (bench_batch, bench_threads, bench_seconds, bench_warmup, bench_iters),
+            int8,
+            data,
+            split_path,
+        )
+        entry["seconds"] = time.perf_counter() - t0
+        entry["status"] = "done"
+        save_state(out, state)
+        write_outputs(out, state, pareto_metric)
+    write_outputs(out, state, pareto_metric)
+    return state
+
+
+def _check_inputs(run_dirs: list[Path], ckpt_rows: list[tuple[str, Path]], ensembles: Sequence[str]) -> None:
+    from dfdetect.models.ensemble import METHODS
+
     for r in run_dirs:
         if not run_is_finished(r):
             raise FileNotFoundError(f"{r} is not a finished run folder (needs best.pt and summary.json)")
-    ckpt_rows = [(str(n), Path(p)) for n, p in checkpoints]
     for n, p in ckpt_rows:
         if not p.is_file():
             raise FileNotFoundError(f"checkpoint {p} (row {n!r}) not found")
@@ -384,22 +427,19 @@ def run_comparison(
         if m not in METHODS:
             raise ValueError(f"ensemble method must be one of {', '.join(METHODS)}, not {m!r}")
 
-    # Data root: --data, else the first given run's.
-    if not base.data.root and run_dirs:
-        base.data.root = TrainConfig.load_yaml(run_dirs[0] / "config.yaml").data.root
-    if not base.data.root:
-        raise ValueError("no data folder: pass --data (or --runs whose config names one)")
-    data = Path(base.data.root)
 
-    # One split for everyone: the existing OUT/split.csv, else --manifest, else the first given run's, else a new one.
+def _shared_split(
+    base: TrainConfig, out: Path, manifest: str | Path | None, run_dirs: list[Path], state: dict[str, Any]
+) -> tuple[Path, str]:
+    """One split for everyone: the existing OUT/split.csv, else --manifest, else the first given run's, else new."""
+    from dfdetect.data.datasets import manifest_hash
+
     split_path = out / SPLIT_FILE
     if not split_path.is_file() and manifest:
         split_path.write_text(Path(manifest).read_text())
     if not split_path.is_file() and run_dirs and (run_dirs[0] / "split.csv").is_file():
         split_path.write_text((run_dirs[0] / "split.csv").read_text())
     split_path = make_shared_split(base, out)
-    from dfdetect.data.datasets import manifest_hash
-
     split_hash = manifest_hash(split_path)
     if state.get("split_sha256") not in (None, split_hash):
         raise ValueError(f"{split_path} changed since this comparison started; use a new --out")
@@ -413,13 +453,22 @@ def run_comparison(
         log.warning("the training recipe differs from the one this comparison started with; done models keep theirs")
     state.setdefault("recipe", recipe)
     save_state(out, state)
+    return split_path, split_hash
 
-    # (name, kind, run dir or checkpoint, config for rows trained here)
-    entries: list[tuple[str, str, Path, TrainConfig | None]] = []
-    for r in run_dirs:
-        entries.append((r.name, "run", r, None))
-    for n, p in ckpt_rows:
-        entries.append((n, "checkpoint", p, None))
+
+def _plan_rows(
+    base: TrainConfig,
+    out: Path,
+    split_path: Path,
+    run_dirs: list[Path],
+    ckpt_rows: list[tuple[str, Path]],
+    models: Sequence[str],
+    ensembles: Sequence[str],
+    ensemble_of: Sequence[str] | None,
+) -> tuple[list[Row], list[str]]:
+    """Every row in table order, and the rows the ensembles combine."""
+    entries: list[Row] = [(r.name, "run", r, None) for r in run_dirs]
+    entries += [(n, "checkpoint", p, None) for n, p in ckpt_rows]
     for entry in models:
         name, head = parse_row(entry)
         cfg = copy.deepcopy(base)
@@ -446,100 +495,102 @@ def run_comparison(
     names = [n for n, _, _, _ in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique: {names}")
-    state["order"] = list(dict.fromkeys(state.get("order", []) + names))
+    return entries, members
 
-    for i, (name, kind, where, cfg) in enumerate(entries, 1):
-        entry = state["models"].setdefault(name, {})
-        if _row_done(entry, kind, where, members):
-            log.info("[%d/%d] %s: done already", i, len(entries), name)
-            continue
-        log.info("[%d/%d] %s", i, len(entries), name)
-        t0 = time.perf_counter()
-        if kind in ("run", "train"):
-            run_dir = where
-            if cfg is not None:
-                entry.update({"status": "training", "run": str(run_dir), "kind": kind})
-                save_state(out, state)
-                run_dir = train_or_resume(cfg, run_dir)
-            entry.update({"status": "trained", "run": str(run_dir), "kind": kind})
+
+def _score_row(
+    state: dict[str, Any],
+    out: Path,
+    row: Row,
+    members: list[str],
+    base: TrainConfig,
+    data: Path,
+    split_path: Path,
+    split_hash: str,
+) -> tuple[dict[str, Any], Path]:
+    """Train (rows trained here), fit (ensembles) and score one row on the test split: (metrics, checkpoint)."""
+    name, kind, where, cfg = row
+    entry = state["models"][name]
+    if kind in ("run", "train"):
+        run_dir = where
+        if cfg is not None:
+            entry.update({"status": "training", "run": str(run_dir), "kind": kind})
             save_state(out, state)
-            ckpt_path = run_dir / "best.pt"
-            m = test_metrics(run_dir, data, split_path, split_hash, base.device, base.data.num_workers)
-        else:
-            if kind == "ensemble":
-                from dfdetect.engine.ensemble import build_ensemble
-
-                paths = [
-                    state["models"][n].get("checkpoint") or Path(state["models"][n]["run"]) / "best.pt" for n in members
-                ]
-                build_ensemble(
-                    paths,
-                    data,
-                    where,
-                    name.removeprefix("ensemble-"),
-                    split_path,
-                    base.threshold,
-                    base.device,
-                    base.batch_size,
-                    base.data.num_workers,
-                    stored_valid_scores=True,
-                )
-                entry["members"] = list(members)
-                # Test scores: the ensemble's combination of its members' test scores (no second inference pass).
-                m = ensemble_test_metrics(
-                    where,
-                    [
-                        state["models"][n].get("predictions")
-                        or Path(state["models"][n]["run"]) / "eval_test" / "predictions.csv"
-                        for n in members
-                    ],
-                    out / "eval" / _folder_name(name),
-                )
-                m["split_sha256"] = split_hash
-            else:
-                m = checkpoint_test_metrics(
-                    where,
-                    name,
-                    data,
-                    split_path,
-                    split_hash,
-                    out / "eval" / _folder_name(name),
-                    base.device,
-                    base.data.num_workers,
-                )
-            ckpt_path = where
-            entry.update({"status": "scored", "run": str(where), "kind": kind})
-        entry["checkpoint"] = str(ckpt_path)
-        entry["predictions"] = str(
-            Path(m["out_dir"]) / "predictions.csv"
-            if m.get("out_dir")
-            else Path(entry["run"]) / "eval_test/predictions.csv"
-        )
-        entry["metrics"] = {
-            k: m.get(k) for k in ("precision", "recall", "f1", "accuracy", "roc_auc", "eer", "threshold", "n")
-        }
-        entry["metrics"]["split_sha256"] = m.get("split_sha256")
-        entry["speed"] = speed_figures(
-            ckpt_path, bench, bench_batch, bench_threads, bench_seconds, bench_warmup, bench_iters
-        )
-        if int8 and kind != "ensemble":
-            from dfdetect.analysis.benchmark import benchmark_int8
-
-            q = benchmark_int8(
-                ckpt_path, data, split_path, "test", bench_threads, bench_warmup, bench_iters, bench_seconds
-            )
-            entry["int8"] = {
-                "int8_latency_ms": q["int8"]["p50_ms"],
-                "int8_accuracy_change": q["accuracy_change"],
-                "int8_roc_auc_change": q["roc_auc_change"],
-                "int8_same_verdict": q["same_verdict"],
-            }
-        entry["seconds"] = time.perf_counter() - t0
-        entry["status"] = "done"
+            run_dir = train_or_resume(cfg, run_dir)
+        entry.update({"status": "trained", "run": str(run_dir), "kind": kind})
         save_state(out, state)
-        write_outputs(out, state, pareto_metric)
-    write_outputs(out, state, pareto_metric)
-    return state
+        return test_metrics(
+            run_dir, data, split_path, split_hash, base.device, base.data.num_workers
+        ), run_dir / "best.pt"
+    if kind == "ensemble":
+        from dfdetect.engine.ensemble import build_ensemble
+
+        rows = [state["models"][n] for n in members]
+        paths = [r.get("checkpoint") or Path(r["run"]) / "best.pt" for r in rows]
+        build_ensemble(
+            paths,
+            data,
+            where,
+            name.removeprefix("ensemble-"),
+            split_path,
+            base.threshold,
+            base.device,
+            base.batch_size,
+            base.data.num_workers,
+            stored_valid_scores=True,
+        )
+        entry["members"] = list(members)
+        # Test scores: the ensemble's combination of its members' test scores (no second inference pass).
+        preds = [r.get("predictions") or Path(r["run"]) / "eval_test" / "predictions.csv" for r in rows]
+        m = ensemble_test_metrics(where, preds, out / "eval" / _folder_name(name))
+        m["split_sha256"] = split_hash
+    else:
+        m = checkpoint_test_metrics(
+            where,
+            name,
+            data,
+            split_path,
+            split_hash,
+            out / "eval" / _folder_name(name),
+            base.device,
+            base.data.num_workers,
+        )
+    entry.update({"status": "scored", "run": str(where), "kind": kind})
+    return m, where
+
+
+def _record_row(
+    entry: dict[str, Any],
+    m: dict[str, Any],
+    ckpt_path: Path,
+    kind: str,
+    bench: bool,
+    timing: tuple[int, int | None, float, int, int],
+    int8: bool,
+    data: Path,
+    split_path: Path,
+) -> None:
+    """A scored row's table entry: metrics, where its predictions are, speed (and int8 figures when asked)."""
+    batch, threads, seconds, warmup, iters = timing
+    entry["checkpoint"] = str(ckpt_path)
+    entry["predictions"] = str(
+        Path(m["out_dir"]) / "predictions.csv" if m.get("out_dir") else Path(entry["run"]) / "eval_test/predictions.csv"
+    )
+    entry["metrics"] = {
+        k: m.get(k) for k in ("precision", "recall", "f1", "accuracy", "roc_auc", "eer", "threshold", "n")
+    }
+    entry["metrics"]["split_sha256"] = m.get("split_sha256")
+    entry["speed"] = speed_figures(ckpt_path, bench, batch, threads, seconds, warmup, iters)
+    if int8 and kind != "ensemble":
+        from dfdetect.analysis.benchmark import benchmark_int8
+
+        q = benchmark_int8(ckpt_path, data, split_path, "test", threads, warmup, iters, seconds)
+        entry["int8"] = {
+            "int8_latency_ms": q["int8"]["p50_ms"],
+            "int8_accuracy_change": q["accuracy_change"],
+            "int8_roc_auc_change": q["roc_auc_change"],
+            "int8_same_verdict": q["same_verdict"],
+        }
 
 
 def _row_done(entry: dict[str, Any], kind: str, where: Path, members: list[str]) -> bool:

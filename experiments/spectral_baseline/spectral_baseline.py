@@ -2,10 +2,10 @@
 
 Per image (grayscale): the azimuthally averaged log power spectrum (128 radial bins, offset-normalised), three
 statistics of a Laplacian high-pass residual and per-channel horizontal-gradient spreads; a logistic regression
-and a gradient-boosted tree model trained on the shipped split's train rows, scored on valid and test (the
+and a gradient-boosted tree model trained on the v1 split's train rows, scored on valid and test (the
 numbers recorded in the model card's "recipes tried").
 
-    python scripts/spectral_baseline.py --data ../shared/data/faces140k-subset
+    python experiments/spectral_baseline/spectral_baseline.py --data ../shared/data/faces140k-subset
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from dfdetect.data.datasets import select_items
 from dfdetect.data.io import open_image, to_rgb
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "dfdetect" / "weights"
 
 
 def features(rgb: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def features(rgb: np.ndarray) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/faces140k-subset"))
-    ap.add_argument("--manifest", type=Path, default=WEIGHTS / "split.csv")
+    ap.add_argument("--manifest", type=Path, default=WEIGHTS / "split-v1.csv")
     a = ap.parse_args()
     sets = {}
     for split in ("train", "valid", "test"):

@@ -8,15 +8,15 @@
 #   - two-backbone fusion of the frozen Lite0 + MobileNetV2 (fusion head trained, 20 epochs on cached features
 #     of 150 training images per class: the CPU budget; the other rows' heads saw all 1237);
 #   - mean / weighted / stacking ensembles of the two (weights fitted on the validation split).
-# All rows are scored on the same 265 test images of the shipped split (src/dfdetect/weights/split.csv).
+# All rows are scored on the same 265 test images of the v1 split (src/dfdetect/weights/split-v1.csv).
 #
-# Usage: scripts/fusion_compare.sh [train|compare|all]   (default all; logs in runs/fusion_compare/*.log)
+# Usage: experiments/fusion_compare/run.sh [train|compare|all]   (default all; logs in runs/fusion_compare/*.log)
 # Needs .dev/gpu_results2/{lite0_320_reg,mnv2_384_reg}.safetensors (override with LITE0=... MNV2=...).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 STAGE=${1:-all}
 DATA=${DATA:-../shared/data/faces140k-subset}
-SPLIT=${SPLIT:-src/dfdetect/weights/split.csv}
+SPLIT=${SPLIT:-src/dfdetect/weights/split-v1.csv}
 LITE0=${LITE0:-.dev/gpu_results2/lite0_320_reg.safetensors}
 MNV2=${MNV2:-.dev/gpu_results2/mnv2_384_reg.safetensors}
 OUT=${OUT:-runs/fusion_compare}

@@ -1,12 +1,12 @@
 """Face-mode alignment check behind the table in docs/faces.md.
 
-The first 15 real and 15 fake test-split crops of the shipped model's split, each pasted at 300 px into a
+The first 15 real and 15 fake test-split crops of the v1 split (split-v1.csv), each pasted at 300 px into a
 1024x768 noise canvas at (400, 200), upright and rotated about the face centre by 10, 15 and 20 degrees (sign
 alternating per image). For three settings — off (no alignment), eyes (eye alignment, no rotated search) and
-full (eye alignment + rotated search, the default) — it prints how many faces were found and
-|face-mode score - score of the crop itself| (mean / median / max / verdict flips).
+full (eye alignment + rotated search, the default) — it prints, for `large` on ONNX Runtime, how many faces were
+found and |face-mode score - score of the crop itself| (mean / median / max / verdict flips).
 
-    python scripts/faces_alignment.py --data ../shared/data/faces140k-subset [--json results.json]
+    python experiments/faces_alignment/faces_alignment.py --data ../shared/data/faces140k-subset [--json results.json]
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import dfdetect.faces.predict as fp
 from dfdetect.data.datasets import select_items
 from dfdetect.runtime.detector import Detector
 
-SPLIT = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights" / "split.csv"
+SPLIT = Path(__file__).resolve().parents[2] / "src" / "dfdetect" / "weights" / "split-v1.csv"
 
 
 def measure(data: Path, per_class: int = 15) -> list[dict]:
     items, _ = select_items(data, "test", SPLIT, None)
     files = [data / it.path for it in items if it.label == 0][:per_class]
     files += [data / it.path for it in items if it.label == 1][:per_class]
-    det = Detector.load(backend="onnx")
+    det = Detector.load("large", backend="onnx")
     full = fp.ROTATED_SEARCH
     out = []
     for i, p in enumerate(files):
@@ -87,7 +87,7 @@ def main() -> None:
     out = measure(a.data)
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
-    print(summary(out, Detector.load(backend="onnx").threshold))
+    print(summary(out, Detector.load("large", backend="onnx").threshold))
 
 
 if __name__ == "__main__":

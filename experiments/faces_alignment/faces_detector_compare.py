@@ -6,7 +6,7 @@ unpack its wheel instead and point --facenet-dir at it (its package __init__ is 
 
     pip download facenet-pytorch==2.6.0 --no-deps -d /tmp/fn && mkdir /tmp/fnpkg && \
         python -c "import zipfile,glob; zipfile.ZipFile(glob.glob('/tmp/fn/*.whl')[0]).extractall('/tmp/fnpkg')"
-    python scripts/faces_detector_compare.py --facenet-dir /tmp/fnpkg
+    python experiments/faces_alignment/faces_detector_compare.py --facenet-dir /tmp/fnpkg
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from PIL import Image
 from dfdetect.data.datasets import select_items
 from dfdetect.faces.detect import find_faces
 
-SPLIT = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights" / "split.csv"
+SPLIT = Path(__file__).resolve().parents[2] / "src" / "dfdetect" / "weights" / "split-v1.csv"
 
 
 def main() -> None:

@@ -4,7 +4,7 @@
 # robustness sweep on the test split for both and one side-by-side table (finished sweeps are reused on a
 # rerun). CPU-sized: about 2 h on a shared 2-core machine (~0.3-0.4 training images/s at 320 px under load);
 # minutes on a GPU (EXTRA='--device cuda', raise STEPS/EPOCHS).
-#   DATA=../shared/data/faces140k-subset OUTDIR=runs/aug_pair scripts/robustness_aug_pair.sh
+#   DATA=../shared/data/faces140k-subset OUTDIR=runs/aug_pair experiments/robustness_aug_pair/run.sh
 set -eu
 DATA=${DATA:-../shared/data/faces140k-subset}
 OUTDIR=${OUTDIR:-runs/aug_pair}
@@ -12,20 +12,21 @@ EPOCHS=${EPOCHS:-2}
 STEPS=${STEPS:-40}
 PY=${PY:-python}
 EXTRA=${EXTRA:-}
+CONFIGS=experiments/robustness_aug_pair/configs
 mkdir -p "$OUTDIR"
-common="--data $DATA --manifest src/dfdetect/weights/split.csv --model efficientnet_lite0
+common="--data $DATA --manifest src/dfdetect/weights/split-v1.csv --model efficientnet_lite0
         --weights src/dfdetect/weights/large.safetensors --img-size 320 --resize 320
         --warmup-epochs 0 --epochs $EPOCHS --max-steps $STEPS --lr 1e-4 --scheduler cosine
         --label-smoothing 0.1 --batch-size 16 --early-stopping 0 --threshold eer --bootstrap 200
         --workers 1 --cache --seed 0 --out $OUTDIR $EXTRA"
 for variant in none jpeg_blur; do
   if [ ! -f "$OUTDIR/$variant/best.pt" ]; then
-    echo "dfdetect train $common -c scripts/configs/augment_$variant.yaml --name $variant" | tr -s ' \n' ' ' \
+    echo "dfdetect train $common -c $CONFIGS/augment_$variant.yaml --name $variant" | tr -s ' \n' ' ' \
       > "$OUTDIR/$variant.cmd"
-    $PY -m dfdetect train $common -c "scripts/configs/augment_$variant.yaml" --name "$variant" \
+    $PY -m dfdetect train $common -c "$CONFIGS/augment_$variant.yaml" --name "$variant" \
       > "$OUTDIR/$variant.log" 2>&1
   fi
 done
 $PY -m dfdetect robustness "$OUTDIR/none/best.pt" "$OUTDIR/jpeg_blur/best.pt" --data "$DATA" \
-  --manifest src/dfdetect/weights/split.csv --split test --out "$OUTDIR/robustness" \
+  --manifest src/dfdetect/weights/split-v1.csv --split test --out "$OUTDIR/robustness" \
   2>&1 | tee "$OUTDIR/robustness.log"

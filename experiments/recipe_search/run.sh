@@ -2,7 +2,7 @@
 # Recipe search for the shipped detector: several `dfdetect train` runs, three at a time, then a
 # ranking by VALIDATION AUC (the test split is never used to choose). Meant for a GPU machine;
 # it also runs on a CPU, slowly. Every run is a plain `dfdetect train` command, logged in full.
-#   SET=1|2 DATA=../shared/data/faces140k-subset OUTDIR=runs/recipes scripts/recipe_search.sh
+#   SET=1|2 DATA=../shared/data/faces140k-subset OUTDIR=runs/recipes experiments/recipe_search/run.sh
 set -u
 DATA=${DATA:-../shared/data/faces140k-subset}
 OUTDIR=${OUTDIR:-runs/recipes}
@@ -26,7 +26,7 @@ if [ "${SET:-1}" = 2 ]; then
   ( run mnv2_384_reg --model mobilenetv2 --img-size 384 --resize 384 $reg ) &
   ( run lite0_256_reg --model efficientnet_lite0 --img-size 256 $reg ) &
   wait
-  $PY scripts/rank_runs.py "$OUTDIR"
+  $PY experiments/recipe_search/rank_runs.py "$OUTDIR"
   exit 0
 fi
 ( run lite0_256 --model efficientnet_lite0 --img-size 256
@@ -39,4 +39,4 @@ fi
   run lite0_256_lr1e3 --model efficientnet_lite0 --img-size 256 --lr 1e-3
   run mnv2_256_lr1e3 --model mobilenetv2 --img-size 256 --lr 1e-3 ) &
 wait
-$PY scripts/rank_runs.py "$OUTDIR"
+$PY experiments/recipe_search/rank_runs.py "$OUTDIR"

@@ -1,7 +1,7 @@
 """Score candidate detectors (and their soft-voting ensembles) on the valid and test splits of a manifest.
 
 Selection uses the validation columns only; test columns are printed for the record.
-    python scripts/score_candidates.py --data DIR --manifest split.csv A.safetensors B.safetensors ...
+    python experiments/recipe_search/score_candidates.py --data DIR --manifest split.csv A.safetensors B.safetensors ...
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ set -u
 DATA=${DATA:-../shared/data/faces140k-subset}
 OUT=${OUT:-runs/paper}
 LIMIT=${LIMIT:-40}
+mkdir -p "$OUT"
 for m in mobilenetv3_small mobilenetv3_large efficientnetv2_b0 efficientnetv2_b1 efficientnetv2_b2 inception_resnet_v2; do
   dfdetect train --data "$DATA" --model "$m" --weights none --epochs 1 --warmup-epochs 1 \
     --limit-per-class "$LIMIT" --batch-size 16 --workers 1 --device cpu --out "$OUT" --name "$m" \

@@ -1,7 +1,7 @@
-"""Horizontal-flip test-time augmentation for the shipped ONNX model: mean P(fake) of the image and its mirror,
-scored on the shipped split's validation and test images (numbers recorded in the model card).
+"""Horizontal-flip test-time augmentation for the 320 px ONNX model (`large`): mean P(fake) of the image and its mirror,
+scored on the v1 split's validation and test images (numbers recorded in the model card).
 
-    python scripts/tta_eval.py --data ../shared/data/faces140k-subset
+    python experiments/speed_levers/tta_eval.py --data ../shared/data/faces140k-subset
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from dfdetect.data.datasets import select_items
 from dfdetect.data.io import open_image
 from dfdetect.data.preprocess import preprocess
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights"
+WEIGHTS = Path(__file__).resolve().parents[2] / "src" / "dfdetect" / "weights"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("../shared/data/faces140k-subset"))
     ap.add_argument("--model", type=Path, default=WEIGHTS / "large.onnx")
-    ap.add_argument("--manifest", type=Path, default=WEIGHTS / "split.csv")
+    ap.add_argument("--manifest", type=Path, default=WEIGHTS / "split-v1.csv")
     a = ap.parse_args()
     sess = ort.InferenceSession(str(a.model), providers=["CPUExecutionProvider"])
     meta = json.loads(sess.get_modelmeta().custom_metadata_map["dfdetect"])
