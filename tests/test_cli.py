@@ -490,3 +490,27 @@ def test_every_device_option_defaults_to_auto_and_rejects_typos():
         assert param.default in ("auto", None), verb  # None: train/compare take it from the config (auto)
     r = CliRunner().invoke(app, ["predict", "--device", "cuda0", "x.jpg"])
     assert r.exit_code == 2 and "not a device" in r.output
+
+
+def test_train_and_compare_flags_are_config_fields():
+    import typer.main
+
+    from dfdetect.cli.app import TRAIN_ONLY_FLAGS
+    from dfdetect.cli.compare import COMPARE_ONLY_FLAGS
+    from dfdetect.core.config import FLAG_ALIASES, _field_index
+
+    known = set(FLAG_ALIASES) | set(_field_index()) | {"weights"}
+    group = typer.main.get_command(app)
+    for verb, own in (("train", TRAIN_ONLY_FLAGS), ("compare", COMPARE_ONLY_FLAGS)):
+        names = {p.name for p in group.commands[verb].params} - set(own)
+        assert names <= known, f"{verb} options that set no config field: {sorted(names - known)}"
+
+
+def test_train_rejects_a_mistyped_closed_choice(tmp_path):
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path), "--scheduler", "cosin"])
+    assert r.exit_code == 2 and "scheduler must be one of plateau, cosine, not 'cosin'" in r.output
+    (tmp_path / "c.yaml").write_text("model:\n  head: attn\n")
+    r = CliRunner().invoke(
+        app, ["compare", "-m", "tiny_efficientnet", "-o", str(tmp_path / "o"), "-c", str(tmp_path / "c.yaml")]
+    )
+    assert r.exit_code != 0 and "head must be one of" in (r.output + repr(r.exception))

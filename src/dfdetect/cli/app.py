@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from dfdetect.cli.common import device_option, fail, setup_logging, threshold_option
+from dfdetect.cli.common import device_option, fail, given_settings, setup_logging, threshold_option
 
 
 class _SuggestingGroup(TyperGroup):
@@ -76,8 +76,13 @@ def models_cmd() -> None:
     )
 
 
+TRAIN_ONLY_FLAGS = ("ctx", "config", "offline_weights", "pretrained", "nproc", "resume", "verbose")
+"""train options that are not training settings; every other option sets the config field of its name."""
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Path | None = typer.Option(None, "--data", "-d", help="Data folder: ROOT/{real,fake} or the 140k layout."),
     model: str | None = typer.Option(
         None, "--model", "-m", help="Backbone name (see `dfdetect models`), or fusion:A+B (two-backbone fusion)."
@@ -180,61 +185,12 @@ def train(
         weights = "offline"
     if pretrained:
         weights = "hub"
-    overrides = {
-        ("data", "root"): str(data) if data else None,
-        ("data", "val_fraction"): val_fraction,
-        ("data", "test_fraction"): test_fraction,
-        ("data", "split_seed"): split_seed,
-        ("data", "manifest"): str(manifest) if manifest else None,
-        ("data", "limit_per_class"): limit_per_class,
-        ("data", "num_workers"): workers,
-        ("data", "cache"): cache or None,
-        ("data", "cache_dir"): str(cache_dir) if cache_dir else None,
-        (None, "sync_bn"): sync_bn or None,
-        ("model", "name"): model,
-        ("model", "weights"): weights,
-        ("model", "drop_rate"): drop_rate,
-        ("model", "head"): head,
-        ("model", "freeze_backbone"): freeze_backbone or None,
-        ("model", "img_size"): img_size,
-        ("model", "resize_to"): resize,
-        ("augment", "rotation"): rotation,
-        ("augment", "scale"): scale,
-        ("augment", "hflip"): hflip,
-        ("augment", "jpeg_prob"): jpeg_prob,
-        ("augment", "blur_prob"): blur_prob,
-        ("augment", "mixup"): mixup,
-        ("augment", "cutmix"): cutmix,
-        (None, "ema"): ema,
-        (None, "teacher"): [str(t) for t in teacher] if teacher else None,
-        (None, "distill_alpha"): distill_alpha,
-        (None, "distill_temperature"): distill_temperature,
-        (None, "epochs"): epochs,
-        (None, "warmup_epochs"): warmup_epochs,
-        (None, "batch_size"): batch_size,
-        (None, "lr"): lr,
-        (None, "head_lr"): head_lr,
-        (None, "weight_decay"): weight_decay,
-        (None, "label_smoothing"): label_smoothing,
-        (None, "scheduler"): scheduler,
-        (None, "early_stopping"): early_stopping,
-        (None, "threshold"): threshold,
-        (None, "max_steps_per_epoch"): max_steps,
-        (None, "seed"): seed,
-        (None, "bootstrap"): bootstrap,
-        (None, "device"): device,
-        (None, "amp"): amp,
-        (None, "channels_last"): channels_last,
-        (None, "out"): str(out) if out else None,
-        (None, "name"): name,
-    }
-    for (section, key), value in overrides.items():
-        if value is not None:
-            setattr(getattr(cfg, section) if section else cfg, key, value)
+    try:
+        cfg.apply_overrides({**given_settings(ctx, TRAIN_ONLY_FLAGS), "weights": weights})
+    except ValueError as e:
+        fail(str(e))
     if not cfg.data.root:
         fail("--data is required (a folder with real/ and fake/, or the 140k layout)")
-    if cfg.scheduler not in ("plateau", "cosine"):
-        fail(f"--scheduler must be plateau or cosine, not {cfg.scheduler!r}")
     try:
         get_spec(cfg.model.name)
         run = fit(cfg)

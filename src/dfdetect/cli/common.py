@@ -45,3 +45,14 @@ def _check_device(value: str) -> str:
 def device_option() -> Any:
     """The one ``--device`` option: every verb defaults to auto."""
     return typer.Option("auto", help=DEVICE_HELP, callback=_check_device)
+
+
+def given_settings(ctx: Any, not_settings: tuple[str, ...]) -> dict[str, Any]:
+    """The options a user actually gave (not left at their default), by name, minus ``not_settings``: what a
+    verb passes to ``TrainConfig.apply_overrides`` so flags and config fields cannot drift apart."""
+    given = {}
+    for k, v in ctx.params.items():
+        source = ctx.get_parameter_source(k)
+        if k not in not_settings and source is not None and source.name != "DEFAULT":
+            given[k] = v
+    return given

@@ -13,10 +13,17 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import fail, setup_logging
+from dfdetect.cli.common import fail, given_settings, setup_logging
+
+COMPARE_ONLY_FLAGS = (
+    "models", "out", "config", "runs", "checkpoint", "ensembles", "ensemble_of", "manifest",
+    "bench", "bench_batch", "bench_seconds", "threads", "int8", "metric", "verbose",
+)  # fmt: skip
+"""compare options that are not training settings; every other option sets the shared recipe's field."""
 
 
 def compare_cmd(
+    ctx: typer.Context,
     models: str = typer.Option(
         "",
         "--models",
@@ -89,27 +96,10 @@ def compare_cmd(
     except (UnknownModelError, ValueError) as e:
         fail(str(e))
     cfg = TrainConfig.load_yaml(config) if config else TrainConfig()
-    overrides = {
-        ("data", "root"): str(data) if data else None,
-        ("data", "limit_per_class"): limit_per_class,
-        ("data", "num_workers"): workers,
-        ("data", "split_seed"): split_seed,
-        ("model", "weights"): weights,
-        ("model", "head"): head,
-        ("model", "freeze_backbone"): freeze_backbone or None,
-        ("model", "img_size"): img_size,
-        (None, "epochs"): epochs,
-        (None, "warmup_epochs"): warmup_epochs,
-        (None, "batch_size"): batch_size,
-        (None, "lr"): lr,
-        (None, "threshold"): threshold,
-        (None, "max_steps_per_epoch"): max_steps,
-        (None, "seed"): seed,
-        (None, "device"): device,
-    }
-    for (section, key), value in overrides.items():
-        if value is not None:
-            setattr(getattr(cfg, section) if section else cfg, key, value)
+    try:
+        cfg.apply_overrides(given_settings(ctx, COMPARE_ONLY_FLAGS))
+    except ValueError as e:
+        fail(str(e))
     try:
         run_comparison(
             names,

@@ -20,13 +20,19 @@ Scheduler = Literal["plateau", "cosine"]
 
 
 class _Checked:
-    """Checks every ``Literal`` field of a dataclass against its choices when it is built."""
+    """Checks every ``Literal`` field (of nested configs too) against its choices: when built, and on ``validate``."""
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
         for name, hint in get_type_hints(type(self)).items():
-            if get_origin(hint) is Literal and getattr(self, name) not in get_args(hint):
+            value = getattr(self, name)
+            if isinstance(value, _Checked):
+                value.validate()
+            elif get_origin(hint) is Literal and value not in get_args(hint):
                 choices = ", ".join(map(str, get_args(hint)))
-                raise ValueError(f"{name} must be one of {choices}, not {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be one of {choices}, not {value!r}")
 
 
 @dataclass
@@ -156,6 +162,26 @@ class TrainConfig(_Checked):
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def apply_overrides(self, values: dict[str, Any]) -> None:
+        """Set fields from flat names, as CLI options name them (``lr``, ``jpeg_prob``, ``data``...): a name that
+        is a field of exactly one section (or of the run) sets it, ``FLAG_ALIASES`` names the rest; None keeps the
+        config's value. Unknown names raise, and the result is validated."""
+        index = _field_index()
+        for key, value in values.items():
+            if value is None:
+                continue
+            path = FLAG_ALIASES.get(key) or index.get(key)
+            if path is None:
+                raise ValueError(f"{key!r} is not a training setting")
+            section, _, field_name = path.rpartition(".")
+            target = getattr(self, section) if section else self
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, (list, tuple)):
+                value = [str(v) if isinstance(v, Path) else v for v in value]
+            setattr(target, field_name, value)
+        self.validate()
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
@@ -176,6 +202,30 @@ class TrainConfig(_Checked):
     @classmethod
     def load_yaml(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+FLAG_ALIASES = {
+    "data": "data.root",
+    "model": "model.name",
+    "name": "name",
+    "resize": "model.resize_to",
+    "workers": "data.num_workers",
+    "max_steps": "max_steps_per_epoch",
+}
+"""CLI option names that are not a unique field name of the config."""
+
+
+def _field_index() -> dict[str, str]:
+    """Field name -> dotted path, for names that occur once across the run and its sections."""
+    seen: dict[str, list[str]] = {}
+    sections = {"data": DataConfig, "model": ModelConfig, "augment": AugmentConfig}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in sections:
+            seen.setdefault(f.name, []).append(f.name)
+    for section, kind in sections.items():
+        for f in dataclasses.fields(kind):
+            seen.setdefault(f.name, []).append(f"{section}.{f.name}")
+    return {name: paths[0] for name, paths in seen.items() if len(paths) == 1}
 
 
 def _build(kind: type, values: dict[str, Any] | Any) -> Any:
