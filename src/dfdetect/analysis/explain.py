@@ -420,7 +420,7 @@ def explain_image(
     vanilla gradient saliency into SmoothGrad with that many noisy copies (noise 15% of the input range).
     ``top_k``: how many last-stage channels to keep. Needs the torch backend.
     """
-    from dfdetect.runtime.detector import _softmax_fake
+    from dfdetect.core.scores import softmax_fake
 
     if str(getattr(detector, "arch", "")).startswith("ensemble"):
         raise ValueError(
@@ -438,7 +438,7 @@ def explain_image(
     if act_map is not None:
         size = int(x.shape[-1])
         imaps["activations"] = to_original(act_map, size, size, {"input_size": [3, size, size], "resize": size})
-    score = float(_softmax_fake(logits)[0])
+    score = float(softmax_fake(logits)[0])
     w, h = img.size
     maps = {k: to_original(imaps[k], w, h, detector.data_config) for k in wanted if k in imaps}
     thr = float(detector.threshold)
@@ -547,7 +547,8 @@ def randomization_check(
     map hardly depends on what the model learned (an edge detector, not an explanation); a useful map scores
     clearly lower. ``random_model``: reuse one from ``randomized_model`` across images (else built here).
     """
-    from dfdetect.runtime.detector import Detector, _softmax_fake, _TorchBackend
+    from dfdetect.core.scores import softmax_fake
+    from dfdetect.runtime.detector import Detector, _TorchBackend
 
     wanted = tuple(m for m in normalize_methods(methods) if m != "activations") or ("gradcam",)
     if not isinstance(img, Image.Image):
@@ -566,8 +567,8 @@ def randomization_check(
     lr, mr, *_ = _input_maps(rdet, x, wanted, 0, 1, seed)
     return {
         "methods": {m: similarity(mt[m], mr[m]) for m in wanted},
-        "score_trained": float(_softmax_fake(lt)[0]),
-        "score_random": float(_softmax_fake(lr)[0]),
+        "score_trained": float(softmax_fake(lt)[0]),
+        "score_random": float(softmax_fake(lr)[0]),
         "seed": seed,
     }
 

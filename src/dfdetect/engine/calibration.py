@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-EPS = 1e-7
-"""Probabilities are clipped to [EPS, 1 - EPS] before taking logits (float32 softmax saturates at 1.0)."""
+from dfdetect.core.scores import logit as logits_from_probs
+from dfdetect.core.scores import sigmoid
+
 T_RANGE = (0.02, 50.0)
 
 
@@ -54,17 +55,6 @@ def ece(y: Any, p: Any, n_bins: int = 15) -> float:
         return float("nan")
     ok = s["count"] > 0
     return float(np.sum(s["count"][ok] / n * np.abs(s["frac_fake"][ok] - s["mean_score"][ok])))
-
-
-def logits_from_probs(p: Any, eps: float = EPS) -> np.ndarray:
-    """The 2-class logit margin z1 - z0 = log(p / (1 - p)) (exact for softmax; p clipped to [eps, 1 - eps])."""
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
-    return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(x: Any) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -x))
 
 
 def nll(y: Any, logits: Any, temperature: float = 1.0) -> float:

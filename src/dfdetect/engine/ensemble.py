@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dfdetect.models.ensemble import _EPS, METHODS, _logit, combine
+from dfdetect.core.scores import with_temperature
+from dfdetect.models.ensemble import EPS, METHODS, combine, logit
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +23,13 @@ def fit_weights(p: np.ndarray, y: np.ndarray) -> list[float]:
     """Simplex weights minimising the log-loss of ``sum_i w_i p_i`` (softmax parametrisation, L-BFGS)."""
     from scipy.optimize import minimize
 
-    p = np.clip(np.asarray(p, dtype=np.float64), _EPS, 1 - _EPS)
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     y = np.asarray(y, dtype=np.float64)
 
     def loss(a: np.ndarray) -> float:
         w = np.exp(a - a.max())
         w /= w.sum()
-        q = np.clip(p @ w, _EPS, 1 - _EPS)
+        q = np.clip(p @ w, EPS, 1 - EPS)
         return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q)))
 
     res = minimize(loss, np.zeros(p.shape[1]), method="L-BFGS-B")
@@ -40,7 +41,7 @@ def fit_stacker(p: np.ndarray, y: np.ndarray, c: float = 1.0) -> tuple[list[floa
     """Logistic regression on the members' logit(P(fake)): (coefficients, intercept)."""
     from sklearn.linear_model import LogisticRegression
 
-    x = _logit(torch.as_tensor(np.asarray(p, dtype=np.float64))).numpy()
+    x = logit(torch.as_tensor(np.asarray(p, dtype=np.float64))).numpy()
     lr = LogisticRegression(C=c, max_iter=1000).fit(x, np.asarray(y, dtype=int))
     return [float(v) for v in lr.coef_[0]], float(lr.intercept_[0])
 
@@ -59,9 +60,7 @@ def member_valid_scores(
     res = score_loader(model, make_loader(ds, batch_size, False, workers), device, False, "valid")
     t = float(ckpt.get("temperature", 1.0))
     scores = res["scores"]
-    if t != 1.0:  # score_loader applies no temperature: redo it from the calibrated logit
-        z = np.log(np.clip(scores, _EPS, 1 - _EPS)) - np.log1p(-np.clip(scores, _EPS, 1 - _EPS))
-        scores = 1 / (1 + np.exp(-z / t))
+    scores = with_temperature(scores, t)  # score_loader applies no temperature: redo it from the logit
     return res["labels"], scores, [ds.items[i].path for i in res["index"]]
 
 
@@ -77,9 +76,7 @@ def _stored_valid_scores(
         return None
     scores = np.asarray(vs["scores"], dtype=np.float64)
     t = float(ckpt.get("temperature", 1.0))
-    if t != 1.0:
-        z = np.log(np.clip(scores, _EPS, 1 - _EPS)) - np.log1p(-np.clip(scores, _EPS, 1 - _EPS))
-        scores = 1 / (1 + np.exp(-z / t))
+    scores = with_temperature(scores, t)
     return np.asarray(labels), scores, [it.path for it in items]
 
 

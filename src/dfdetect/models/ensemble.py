@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 METHODS = ("mean", "weighted", "stacking")
-_EPS = 1e-6
+EPS = 1e-6
 
 
-def _logit(p: torch.Tensor) -> torch.Tensor:
-    p = p.clamp(_EPS, 1 - _EPS)
+def logit(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(EPS, 1 - EPS)
     return torch.log(p) - torch.log1p(-p)
 
 
@@ -115,9 +115,9 @@ class EnsembleModel(nn.Module):
             return p.mean(1)
         if method == "weighted":
             return (p * weights.to(p)).sum(1)
-        return torch.sigmoid(intercept + (_logit(p) * weights.to(p)).sum(1))
+        return torch.sigmoid(intercept + (logit(p) * weights.to(p)).sum(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.combine_static(self.member_scores(x), self.method, self.weights, self.intercept)
-        z = _logit(p.double()).float()
+        z = logit(p.double()).float()
         return torch.stack([torch.zeros_like(z), z], 1)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dfdetect.core.scores import softmax_fake
 from dfdetect.data.io import to_rgb
 from dfdetect.data.preprocess import preprocess
 from dfdetect.faces.predict import MIN_FACE
@@ -53,13 +54,6 @@ def shipped_name(ref: str | Path | None) -> str | None:
         log.warning("shipped model %r is now called %r", name, _RENAMED[name])
         name = _RENAMED[name]
     return name if name in SHIPPED else None
-
-
-def _softmax_fake(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e[:, 1] / e.sum(axis=1)).astype(np.float64)
 
 
 class _TorchBackend:
@@ -318,7 +312,7 @@ class Detector:
     def score_batch(self, batch: np.ndarray) -> np.ndarray:
         """P(fake) for a preprocessed float32 batch (N, 3, H, W)."""
         logits = self.backend.logits(np.ascontiguousarray(batch, dtype=np.float32))
-        return _softmax_fake(logits / self.temperature)
+        return softmax_fake(logits, self.temperature)
 
     def score_image(self, img: Image.Image) -> float:
         """P(fake) for one decoded image (any mode)."""
