@@ -477,3 +477,28 @@ def test_every_verb_answers_help_and_the_readme_names_only_real_verbs():
         }
         for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", flags):
             assert flag in opts, f"README: dfdetect {verb} {flag}: no such option"
+
+
+def test_expected_failures_are_one_line_and_bugs_keep_their_traceback(tiny_data, tmp_path, monkeypatch):
+    """A bad checkpoint, device or model is one `error:` line (exit 2); any other exception is a bug and is not
+    dressed up as a user error."""
+    import dfdetect.engine.train
+    from dfdetect.core.device import DeviceUnavailableError
+    from dfdetect.models.checkpoint import CheckpointError
+
+    args = ["train", "--data", str(tiny_data), "--model", "tiny_efficientnet", "--out", str(tmp_path)]
+    for expected in (CheckpointError("x.pt is truncated"), DeviceUnavailableError("no CUDA here")):
+
+        def fit(cfg, resume=None, exc=expected):
+            raise exc
+
+        monkeypatch.setattr(dfdetect.engine.train, "fit", fit)
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and f"error: {expected}" in r.output, r.output
+
+    def buggy_fit(cfg, resume=None):
+        raise RuntimeError("an internal bug")
+
+    monkeypatch.setattr(dfdetect.engine.train, "fit", buggy_fit)
+    r = runner.invoke(app, args)
+    assert isinstance(r.exception, RuntimeError) and "error:" not in r.output

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dfdetect.core.errors import DfdetectError
 from dfdetect.core.labels import LABELS
 from dfdetect.data.io import ImageLoadError, is_image_file, open_image
 
@@ -42,7 +43,7 @@ class Item:
     """Which data folder the image came from (multi-folder manifests); empty for one-folder data."""
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(DfdetectError, ValueError):
     pass
 
 

@@ -186,7 +186,7 @@ def _dummy_batch(loader: DataLoader, device: torch.device) -> torch.Tensor:
         img = ds[i][0]
         if img is not None:
             return torch.zeros((1, *img.shape), dtype=img.dtype)
-    raise RuntimeError("no readable image in the training split")
+    raise ValueError("no readable image in the training split")
 
 
 def _run_dir(cfg: TrainConfig) -> Path:

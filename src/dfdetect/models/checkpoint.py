@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dfdetect.core.errors import DfdetectError
+
 if TYPE_CHECKING:
     import torch
 
@@ -18,8 +20,8 @@ FORMAT = "dfdetect-checkpoint"
 REQUIRED = ("arch", "classes", "data_config", "model")
 
 
-class CheckpointError(ValueError):
-    pass
+class CheckpointError(DfdetectError, ValueError):
+    """A checkpoint or model file is missing, truncated, foreign or incomplete."""
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
