@@ -115,6 +115,20 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "x.pt")
 
 
+def test_cut_short_safetensors_is_named_truncated(tmp_path):
+    """An interrupted download (the file cut anywhere past its header) is refused before any tensor is read."""
+    from dfdetect.runtime.detector import DEFAULT_WEIGHTS
+
+    data = DEFAULT_WEIGHTS.read_bytes()
+    for cut in (7, 100, len(data) // 2, len(data) - 1):
+        (tmp_path / "w.safetensors").write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="w.safetensors.*truncated"):
+            load_checkpoint(tmp_path / "w.safetensors")
+    (tmp_path / "w.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"not json")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_checkpoint(tmp_path / "w.safetensors")
+
+
 def test_teacher_sees_the_student_batch_as_its_own_preprocessing(tiny_run, tiny_data):
     """A student batch (other size, other normalisation) re-rendered for the teacher gives the teacher's own
     scores: what distillation's soft targets rest on."""
