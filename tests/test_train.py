@@ -85,6 +85,27 @@ def test_resume_after_kill_is_exact(tiny_data, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_resume_takes_a_run_folder_or_its_last_pt(tiny_run, clean_copy, tmp_path):
+    """best.pt (no optimizer state), a folder without last.pt or a missing path: one clear error saying what
+    --resume takes; the run's last.pt itself is taken as its folder."""
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+
+    with pytest.raises(CheckpointError, match=f"--resume takes a run folder.*--resume {tiny_run}"):
+        fit(None, resume=tiny_run / "best.pt")
+    r = CliRunner().invoke(app, ["train", "--resume", str(tiny_run / "best.pt")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "best.pt" in errors[0] and "--resume takes a run folder" in errors[0]
+    (tmp_path / "empty").mkdir()
+    for where in (tmp_path / "empty", tmp_path / "nowhere"):
+        with pytest.raises(FileNotFoundError, match="--resume takes a run folder"):
+            fit(None, resume=where)
+    run = clean_copy(tiny_run)  # a finished run: resuming it only redoes the final evaluation
+    assert fit(None, resume=run / "last.pt") == run
+
+
 def test_new_run_refuses_to_overwrite(tiny_run):
     from dfdetect.core.config import TrainConfig
 

@@ -43,7 +43,7 @@ from dfdetect.data.transforms import eval_transform, train_transform
 from dfdetect.engine import distributed as D
 from dfdetect.engine.distill import Teachers, distill_loss
 from dfdetect.engine.evaluate import write_eval_artifacts
-from dfdetect.models.checkpoint import load_checkpoint, save_checkpoint
+from dfdetect.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dfdetect.models.factory import CLASSES, create_model, data_config_for, freeze_backbone, model_from_checkpoint
 from dfdetect.models.registry import get_spec, is_fusion
 
@@ -223,11 +223,8 @@ def fit(
     Under torchrun (WORLD_SIZE > 1) every rank calls this; they train one DDP model and rank 0 writes.
     """
     if resume is not None:
-        resume = Path(resume)
-        last = resume / "last.pt" if resume.is_dir() else resume
-        state = load_checkpoint(last)
+        state, run_dir = _resume_state(Path(resume))
         cfg = TrainConfig.from_dict(state["config"])
-        run_dir: Path | None = last.parent
     else:
         state, run_dir = None, None
         if cfg is None:
@@ -237,6 +234,45 @@ def fit(
         return _fit(cfg, state, run_dir, on_epoch_end, ctx, device)
     finally:
         D.teardown(ctx)
+
+
+RESUME_KEYS = (
+    "config",
+    "epoch",
+    "phase",
+    "optimizer",
+    "scheduler",
+    "history",
+    "best_auc",
+    "best_loss",
+    "best_epoch",
+    "stale",
+    "bad_train",
+    "bad_valid",
+)
+"""What last.pt holds beyond a slim checkpoint, and --resume needs."""
+
+
+def _resume_state(resume: Path) -> tuple[dict[str, Any], Path]:
+    """The full training state to continue from and its run folder: ``resume`` is a run folder or its last.pt."""
+    takes = "--resume takes a run folder of `dfdetect train` (it holds last.pt), or that last.pt"
+    if resume.is_dir():
+        last = resume / "last.pt"
+        if not last.is_file():
+            raise FileNotFoundError(f"{resume} holds no last.pt; {takes}")
+    elif resume.is_file():
+        last = resume
+    else:
+        raise FileNotFoundError(f"{resume} not found; {takes}")
+    state = load_checkpoint(last)
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        hint = f" (here: --resume {last.parent})" if (last.parent / "last.pt").is_file() else ""
+        raise CheckpointError(
+            f"{last} holds no training state (no {', '.join(missing[:3])}{', ...' * (len(missing) > 3)}: best.pt "
+            f"is slim, for inference); {takes}{hint}"
+        )
+    return state, last.parent
 
 
 def _make_dataset(items, cfg: TrainConfig, transform, data_config) -> ImageDataset:
