@@ -55,6 +55,45 @@ def test_bad_files_skipped_counted_and_listed(tiny_run):
     assert json.loads((tiny_run / "summary.json").read_text())["skipped_files"] == 3
 
 
+def test_hostile_training_files_are_skipped_logged_once_and_listed(tmp_path, caplog):
+    """A 2 x 2 PNG that decodes but fails the training augmentation (7 x 7 blur), a truncated JPEG in train and a
+    1 x 40000 PNG in valid: each is skipped, warned about once in a two-epoch run, listed in bad_files.txt."""
+    import io
+    import logging
+
+    from PIL import Image
+
+    from dfdetect.data.io import open_image
+    from tests.conftest import make_folder
+
+    data = make_folder(tmp_path / "data", per_class=6)
+    Image.new("RGB", (2, 2), (90, 90, 90)).save(data / "real" / "tiny.png")
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    (data / "fake" / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    Image.new("RGB", (1, 40000)).save(data / "fake" / "long.png")
+    assert open_image(data / "real" / "tiny.png").size == (2, 2)  # it fails in preprocessing, not decoding
+    splits = ["train"] * 4 + ["valid", "test"]  # per class; the hostile files go where they hurt
+    rows = ["path,label,split"]
+    for label, cls in enumerate(("real", "fake")):
+        for split, p in zip(splits, sorted((data / cls).glob(f"{cls}_*.jpg"))):
+            rows.append(f"{cls}/{p.name},{label},{split}")
+    rows += ["real/tiny.png,0,train", "fake/truncated.jpg,1,train", "fake/long.png,1,valid"]
+    (tmp_path / "split.csv").write_text("\n".join(rows) + "\n")
+    cfg = tiny_config(data, tmp_path / "runs", epochs=1, warmup_epochs=1, early_stopping=0)
+    cfg.data.manifest = str(tmp_path / "split.csv")
+    cfg.augment.blur_prob = 1.0
+    with caplog.at_level(logging.WARNING, logger="dfdetect"):
+        run = fit(cfg)
+    assert len(list(csv.DictReader(open(run / "history.csv")))) == 2
+    hostile = ["long.png", "tiny.png", "truncated.jpg"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in (run / "bad_files.txt").read_text().split()) == hostile
+    assert json.loads((run / "summary.json").read_text())["skipped_files"] == 3
+    skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert sorted(next(h for h in hostile if h in m) for m in skips) == hostile, skips
+    assert "cannot be preprocessed" in next(m for m in skips if "tiny.png" in m)
+
+
 def test_test_split_never_trained_on(tiny_run):
     items = read_manifest(tiny_run / "split.csv")
     train = {it.path for it in items if it.split == "train"}

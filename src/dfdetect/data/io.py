@@ -85,6 +85,8 @@ def open_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, max_asp
         raise ImageLoadError(f"{name}: not an image or unsupported format") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"{name}: corrupt or truncated image ({e})") from e
+    except Exception as e:  # noqa: BLE001 - Pillow's decoders meet malformed bytes with struct.error, IndexError...
+        raise ImageLoadError(f"{name}: corrupt image ({type(e).__name__}: {e})") from e
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

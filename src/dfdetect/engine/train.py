@@ -412,6 +412,8 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
         )
         bad_train, bad_valid = set(state["bad_train"]), set(state["bad_valid"])
         start_epoch = state["epoch"] + 1
+    train_ds.known_bad.update(bad_train)  # each bad file is logged once per run, not once per epoch
+    valid_ds.known_bad.update(bad_valid)
     ema = None
     if cfg.ema > 0:
         from timm.utils import ModelEmaV3
@@ -463,6 +465,9 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
             data_config=data_config,
         )
         bad_train.update(bad)
+        train_ds.known_bad.update(bad)
+        if n_seen == 0 and len(bad_train) >= len(train_ds):
+            raise ValueError(f"none of the {len(train_ds)} training images could be loaded (see the warnings above)")
         train_seconds = time.perf_counter() - t0
         # With EMA on, the averaged weights are what we validate, select and ship.
         eval_model = ema.module if ema is not None else model
@@ -470,6 +475,7 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
             eval_model, valid_ds, local_batch * 2, cfg.data.num_workers, device, cfg.amp, "valid", ctx
         )
         bad_valid.update(val["bad"])
+        valid_ds.known_bad.update(val["bad"])
         vm = compute_metrics(val["labels"], val["scores"], 0.5)
         lr = opt.param_groups[0]["lr"]
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -649,7 +655,9 @@ def _finish(
     if ctx.is_main:
         (run_dir / "bad_files.txt").write_text("".join(p + "\n" for p in bad_paths))
         if bad_paths:
-            log.warning("%d unreadable files were skipped; listed in %s", len(bad_paths), run_dir / "bad_files.txt")
+            log.warning(
+                "%d unreadable or unusable files were skipped; listed in %s", len(bad_paths), run_dir / "bad_files.txt"
+            )
         summary["skipped_files"] = len(bad_paths)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     D.barrier(ctx)
