@@ -1,6 +1,7 @@
 """The command line: help, typos, train/evaluate/predict/export on a tiny model, output formats, exit codes."""
 
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -514,3 +515,55 @@ def test_train_rejects_a_mistyped_closed_choice(tmp_path):
         app, ["compare", "-m", "tiny_efficientnet", "-o", str(tmp_path / "o"), "-c", str(tmp_path / "c.yaml")]
     )
     assert r.exit_code != 0 and "head must be one of" in (r.output + repr(r.exception))
+
+
+def test_expected_failures_are_one_line_and_bugs_keep_their_traceback(tiny_data, tmp_path, monkeypatch):
+    """A bad checkpoint, device or model is one `error:` line (exit 2); any other exception is a bug and is not
+    dressed up as a user error."""
+    import dfdetect.engine.train
+    from dfdetect.core.device import DeviceUnavailableError
+    from dfdetect.models.checkpoint import CheckpointError
+
+    args = ["train", "--data", str(tiny_data), "--model", "tiny_efficientnet", "--out", str(tmp_path)]
+    for expected in (CheckpointError("x.pt is truncated"), DeviceUnavailableError("no CUDA here")):
+
+        def fit(cfg, resume=None, exc=expected):
+            raise exc
+
+        monkeypatch.setattr(dfdetect.engine.train, "fit", fit)
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and f"error: {expected}" in r.output, r.output
+
+    def buggy_fit(cfg, resume=None):
+        raise RuntimeError("an internal bug")
+
+    monkeypatch.setattr(dfdetect.engine.train, "fit", buggy_fit)
+    r = runner.invoke(app, args)
+    assert isinstance(r.exception, RuntimeError) and "error:" not in r.output
+
+
+@pytest.mark.parametrize("name", ["default.safetensors", "default.onnx"])
+@pytest.mark.parametrize("size", [0, 100])
+def test_truncated_or_empty_model_file_is_one_error_line(name, size, tiny_data, tmp_path):
+    """The first bytes of a real model file (or none) end in one `error:` line naming the file, exit code 2."""
+    from dfdetect.runtime.detector import WEIGHTS_DIR
+
+    if name.endswith(".onnx") and size and not any(importlib.util.find_spec(m) for m in ("openvino", "onnxruntime")):
+        pytest.skip("parsing an ONNX file needs OpenVINO or ONNX Runtime")
+    bad = tmp_path / name
+    with open(WEIGHTS_DIR / name, "rb") as f:
+        bad.write_bytes(f.read(size))
+    img = sorted((tiny_data / "real").glob("real_*.jpg"))[0]
+    verbs = [["predict", str(img), "--model", str(bad)]]
+    if name.endswith(".safetensors"):  # the verbs that take a checkpoint
+        verbs += [
+            ["evaluate", str(bad), "--data", str(tiny_data), "--out", str(tmp_path / "ev"), "--workers", "0"],
+            ["export", str(bad), "--out", str(tmp_path / "x.onnx")],
+        ]
+        if importlib.util.find_spec("pytorch_grad_cam"):
+            verbs.append(["explain", str(img), "--model", str(bad), "--out", str(tmp_path / "xp")])
+    for args in verbs:
+        r = runner.invoke(app, args)
+        errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+        assert r.exit_code == 2 and "Traceback" not in r.output, (args[0], r.output)
+        assert len(errors) == 1 and str(bad) in errors[0] and ("truncated" in errors[0] or "empty" in errors[0])

@@ -82,6 +82,22 @@ def test_bad_files_raise_one_clear_error(tmp_path):
             open_image(tmp_path / name)
 
 
+def test_any_decoder_exception_is_an_image_load_error(tmp_path, monkeypatch):
+    """Pillow plugins can meet malformed bytes with exceptions outside OSError/ValueError (struct.error,
+    IndexError): those too are one ImageLoadError naming the file, not a crash of a scan or a training run."""
+    import struct
+
+    p = tmp_path / "odd.png"
+    Image.new("RGB", (8, 8)).save(p)
+
+    def broken_load(self):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(Image.Image, "load", broken_load)
+    with pytest.raises(ImageLoadError, match="odd.png: corrupt image .error: unpack"):
+        open_image(p)
+
+
 def test_decompression_bomb_refused(tmp_path):
     p = tmp_path / "bomb.png"
     Image.new("1", (10_000, 10_000)).save(p)  # a few KB on disk, 100 Mpx decoded

@@ -221,6 +221,24 @@ def test_report_cli_no_model(tiny_data, tmp_path):
     assert r.exit_code == 1
 
 
+def test_report_same_name_in_two_folders_gets_two_pages(tmp_path):
+    """a/x.jpg and b/x.jpg (even with the same bytes) get one page each, and index.html links both."""
+    for folder, img in zip(("a", "b"), _faces(2)):
+        (tmp_path / folder).mkdir()
+        img.save(tmp_path / folder / "x.jpg", quality=90)
+    (tmp_path / "c").mkdir()
+    shutil.copy(tmp_path / "a" / "x.jpg", tmp_path / "c" / "x.jpg")  # same content as a/x.jpg
+    out = tmp_path / "r"
+    r = runner.invoke(app, ["report", *(str(tmp_path / f) for f in "abc"), "--out", str(out), "--no-model"])
+    assert r.exit_code == 0, r.output
+    pages = sorted(p.name for p in out.glob("x-*.html"))
+    index = (out / "index.html").read_text()
+    assert len(pages) == 3 and all(f"href='{p}'" in index for p in pages), (pages, r.output)
+    assert all(f">{f}/x.jpg<" in index for f in "abc")  # the folder tells the rows apart
+    for f in "abc":
+        assert f"{tmp_path / f / 'x.jpg'}: no model" in r.output
+
+
 @pytest.mark.skipif(not CHROMIUM.exists() or shutil.which("chromium") is None, reason="no /usr/bin/chromium")
 def test_report_renders_in_headless_chromium(tmp_path):
     img_path = tmp_path / "face.jpg"

@@ -55,6 +55,45 @@ def test_bad_files_skipped_counted_and_listed(tiny_run):
     assert json.loads((tiny_run / "summary.json").read_text())["skipped_files"] == 3
 
 
+def test_hostile_training_files_are_skipped_logged_once_and_listed(tmp_path, caplog):
+    """A 2 x 2 PNG that decodes but fails the training augmentation (7 x 7 blur), a truncated JPEG in train and a
+    1 x 40000 PNG in valid: each is skipped, warned about once in a two-epoch run, listed in bad_files.txt."""
+    import io
+    import logging
+
+    from PIL import Image
+
+    from dfdetect.data.io import open_image
+    from tests.conftest import make_folder
+
+    data = make_folder(tmp_path / "data", per_class=6)
+    Image.new("RGB", (2, 2), (90, 90, 90)).save(data / "real" / "tiny.png")
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    (data / "fake" / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    Image.new("RGB", (1, 40000)).save(data / "fake" / "long.png")
+    assert open_image(data / "real" / "tiny.png").size == (2, 2)  # it fails in preprocessing, not decoding
+    splits = ["train"] * 4 + ["valid", "test"]  # per class; the hostile files go where they hurt
+    rows = ["path,label,split"]
+    for label, cls in enumerate(("real", "fake")):
+        for split, p in zip(splits, sorted((data / cls).glob(f"{cls}_*.jpg"))):
+            rows.append(f"{cls}/{p.name},{label},{split}")
+    rows += ["real/tiny.png,0,train", "fake/truncated.jpg,1,train", "fake/long.png,1,valid"]
+    (tmp_path / "split.csv").write_text("\n".join(rows) + "\n")
+    cfg = tiny_config(data, tmp_path / "runs", epochs=1, warmup_epochs=1, early_stopping=0)
+    cfg.data.manifest = str(tmp_path / "split.csv")
+    cfg.augment.blur_prob = 1.0
+    with caplog.at_level(logging.WARNING, logger="dfdetect"):
+        run = fit(cfg)
+    assert len(list(csv.DictReader(open(run / "history.csv")))) == 2
+    hostile = ["long.png", "tiny.png", "truncated.jpg"]
+    assert sorted(p.rsplit("/", 1)[-1] for p in (run / "bad_files.txt").read_text().split()) == hostile
+    assert json.loads((run / "summary.json").read_text())["skipped_files"] == 3
+    skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert sorted(next(h for h in hostile if h in m) for m in skips) == hostile, skips
+    assert "cannot be preprocessed" in next(m for m in skips if "tiny.png" in m)
+
+
 def test_test_split_never_trained_on(tiny_run):
     items = read_manifest(tiny_run / "split.csv")
     train = {it.path for it in items if it.split == "train"}
@@ -85,6 +124,27 @@ def test_resume_after_kill_is_exact(tiny_data, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_resume_takes_a_run_folder_or_its_last_pt(tiny_run, clean_copy, tmp_path):
+    """best.pt (no optimizer state), a folder without last.pt or a missing path: one clear error saying what
+    --resume takes; the run's last.pt itself is taken as its folder."""
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+
+    with pytest.raises(CheckpointError, match=f"--resume takes a run folder.*--resume {tiny_run}"):
+        fit(None, resume=tiny_run / "best.pt")
+    r = CliRunner().invoke(app, ["train", "--resume", str(tiny_run / "best.pt")])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "best.pt" in errors[0] and "--resume takes a run folder" in errors[0]
+    (tmp_path / "empty").mkdir()
+    for where in (tmp_path / "empty", tmp_path / "nowhere"):
+        with pytest.raises(FileNotFoundError, match="--resume takes a run folder"):
+            fit(None, resume=where)
+    run = clean_copy(tiny_run)  # a finished run: resuming it only redoes the final evaluation
+    assert fit(None, resume=run / "last.pt") == run
+
+
 def test_new_run_refuses_to_overwrite(tiny_run):
     from dfdetect.core.config import TrainConfig
 
@@ -113,6 +173,20 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
     (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "x.pt")
+
+
+def test_cut_short_safetensors_is_named_truncated(tmp_path):
+    """An interrupted download (the file cut anywhere past its header) is refused before any tensor is read."""
+    from dfdetect.runtime.detector import DEFAULT_WEIGHTS
+
+    data = DEFAULT_WEIGHTS.read_bytes()
+    for cut in (7, 100, len(data) // 2, len(data) - 1):
+        (tmp_path / "w.safetensors").write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="w.safetensors.*truncated"):
+            load_checkpoint(tmp_path / "w.safetensors")
+    (tmp_path / "w.safetensors").write_bytes(b"\x08" + b"\x00" * 7 + b"not json")
+    with pytest.raises(CheckpointError, match="not a safetensors file"):
+        load_checkpoint(tmp_path / "w.safetensors")
 
 
 def test_teacher_sees_the_student_batch_as_its_own_preprocessing(tiny_run, tiny_data):

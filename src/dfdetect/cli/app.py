@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from dfdetect.cli.common import device_option, fail, given_settings, setup_logging, threshold_option
+from dfdetect.cli.common import EXPECTED_ERRORS, device_option, fail, given_settings, setup_logging, threshold_option
 
 
 class _SuggestingGroup(TyperGroup):
@@ -170,12 +170,12 @@ def train(
             raise typer.Exit(launch_torchrun(nproc, args[args.index("train") + 1 :] if "train" in args else args))
     from dfdetect.core.config import TrainConfig
     from dfdetect.engine.train import fit
-    from dfdetect.models.registry import UnknownModelError, get_spec
+    from dfdetect.models.registry import get_spec
 
     if resume is not None:
         try:
             run = fit(TrainConfig(), resume=resume)
-        except (FileNotFoundError, ValueError) as e:
+        except EXPECTED_ERRORS as e:
             fail(str(e))
         if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
             typer.echo(str(run))
@@ -194,9 +194,7 @@ def train(
     try:
         get_spec(cfg.model.name)
         run = fit(cfg)
-    except UnknownModelError as e:
-        fail(str(e))
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except EXPECTED_ERRORS as e:
         fail(str(e))
     if os.environ.get("RANK", "0") == "0":
         typer.echo(str(run))
@@ -228,7 +226,6 @@ def evaluate(
     """Evaluate a checkpoint: paper metrics + AUC/AP/EER with 95% CIs, confusion matrix, ROC, misclassifications."""
     setup_logging()
     from dfdetect.engine.evaluate import evaluate_checkpoint, format_report
-    from dfdetect.models.checkpoint import CheckpointError
 
     parts = {}
     for p in part or []:
@@ -253,7 +250,7 @@ def evaluate(
                 n_boot=bootstrap,
                 parts=parts,
             )
-        except (CheckpointError, FileNotFoundError, ValueError) as e:
+        except EXPECTED_ERRORS as e:
             fail(str(e))
         results[str(d)] = m
         if not as_json:
@@ -302,7 +299,6 @@ def predict(
 ) -> None:
     """Score images: verdict and P(fake) per image. Exit code 1 when nothing could be scored."""
     setup_logging()
-    from dfdetect.models.checkpoint import CheckpointError
     from dfdetect.runtime.detector import Detector
 
     if csv_path is not None:
@@ -323,7 +319,7 @@ def predict(
             min_face=min_face,
             align=align,
         )
-    except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
+    except EXPECTED_ERRORS as e:
         fail(str(e))
     if csv_path:
         import csv
@@ -373,13 +369,12 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX (preprocessing + threshold in its metadata) and check parity with PyTorch."""
     setup_logging()
-    from dfdetect.models.checkpoint import CheckpointError
     from dfdetect.runtime.export import export_onnx
 
     target = out or checkpoint.with_suffix(".onnx")
     try:
         res = export_onnx(checkpoint, target, opset=opset)
-    except (CheckpointError, FileNotFoundError, RuntimeError) as e:
+    except EXPECTED_ERRORS as e:
         fail(str(e))
     typer.echo(f"{res['path']}  (max |logit diff| vs PyTorch: {res['max_abs_diff']:.2e})")
 

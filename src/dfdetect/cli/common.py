@@ -14,6 +14,20 @@ from typing import Any, NoReturn
 
 import typer
 
+from dfdetect.core.errors import DfdetectError
+
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (
+    DfdetectError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+"""What a verb turns into one ``error:`` line: the project's own errors (bad checkpoint, data layout, unknown
+model, missing device or weights) and bad input or paths. Anything else is a bug and keeps its traceback."""
+
 
 def fail(msg: str, code: int = 2) -> NoReturn:
     """One red ``error:`` line on stderr and exit ``code`` (2: bad input or usage, 1: nothing could be done)."""

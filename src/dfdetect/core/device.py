@@ -13,6 +13,12 @@ from typing import Any
 
 import torch
 
+from dfdetect.core.errors import DfdetectError
+
+
+class DeviceUnavailableError(DfdetectError, RuntimeError):
+    """The requested device (or the distributed set-up) is not available on this machine."""
+
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` = CUDA when present, else CPU; a requested CUDA device that is missing is a clear error."""
@@ -20,7 +26,7 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+        raise DeviceUnavailableError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
     return dev
 
 

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dfdetect.core.errors import DfdetectError
 from dfdetect.core.labels import LABELS
 from dfdetect.data.io import ImageLoadError, is_image_file, open_image
 
@@ -42,7 +43,7 @@ class Item:
     """Which data folder the image came from (multi-folder manifests); empty for one-folder data."""
 
 
-class DataLayoutError(ValueError):
+class DataLayoutError(DfdetectError, ValueError):
     pass
 
 
@@ -157,14 +158,23 @@ def limit_per_class(items: Sequence[Item], n: int | None) -> list[Item]:
     return out
 
 
+TRANSFORM_ERRORS = (RuntimeError, ValueError, OSError, MemoryError)
+"""What preprocessing one decoded image can raise because of that image (a 2 x 2 px photo under a 7 x 7 blur
+kernel: RuntimeError); other exception types are bugs and propagate."""
+
+
 class ImageDataset(Dataset):
-    """(image tensor, label, index) per item; an unreadable file yields None and is dropped by ``collate``."""
+    """(image tensor, label, index) per item. A file that cannot be decoded or preprocessed yields None (logged
+    once per file) and is dropped by ``collate``, which hands its index on for the run's bad-file list."""
 
     def __init__(self, items: Sequence[Item], root: str | Path, transform: Callable | None = None):
         self.items = list(items)
         self.root = Path(root)
         self.transform = transform
         self._cache: list[np.ndarray | None] | None = None
+        self.known_bad: set[int] = set()
+        """Indices already logged as bad. DataLoader workers log into their own copy: the trainer adds each
+        epoch's bad indices here so that later epochs' workers stay quiet about them."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -177,8 +187,13 @@ class ImageDataset(Dataset):
         try:
             return open_image(self.path(index))
         except ImageLoadError as e:
-            log.warning("skipping %s", e)
+            self._skip(index, str(e))
             return None
+
+    def _skip(self, index: int, reason: str) -> None:
+        if index not in self.known_bad:
+            self.known_bad.add(index)
+            log.warning("skipping %s", reason)
 
     def _decode_array(self, index: int) -> np.ndarray | None:
         img = self._decode(index)
@@ -194,7 +209,11 @@ class ImageDataset(Dataset):
         if img is None:
             return None, self.items[index].label, index
         if self.transform is not None:
-            img = self.transform(img)
+            try:
+                img = self.transform(img)
+            except TRANSFORM_ERRORS as e:
+                self._skip(index, f"{self.path(index)}: cannot be preprocessed ({type(e).__name__}: {e})")
+                return None, self.items[index].label, index
         return img, self.items[index].label, index
 
 

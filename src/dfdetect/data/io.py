@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from dfdetect.core.errors import DfdetectError
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_PIXELS = 89_478_485  # Pillow's own default bomb limit (~ 9459 x 9459)
 MAX_ASPECT = 20.0
@@ -21,7 +23,7 @@ MAX_ASPECT = 20.0
 photo has that shape, and a few bytes of PNG can declare 70000 x 100 or 2 x 40,000,000 pixels."""
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(DfdetectError, ValueError):
     """The file is missing, empty, not an image, corrupt, or too large to decode safely."""
 
 
@@ -83,6 +85,8 @@ def open_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, max_asp
         raise ImageLoadError(f"{name}: not an image or unsupported format") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"{name}: corrupt or truncated image ({e})") from e
+    except Exception as e:  # noqa: BLE001 - Pillow's decoders meet malformed bytes with struct.error, IndexError...
+        raise ImageLoadError(f"{name}: corrupt image ({type(e).__name__}: {e})") from e
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -61,16 +61,18 @@ def _wants_cuda(device: str) -> bool:
 
 def setup(device: str = "auto") -> tuple[DistContext, torch.device]:
     """Join the process group when launched by torchrun (or reuse one the caller made); pick the device."""
-    from dfdetect.core.device import resolve_device
+    from dfdetect.core.device import DeviceUnavailableError, resolve_device
 
     if dist.is_available() and dist.is_initialized():
         ctx = DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), False)
     elif env_world_size() > 1:
         if not dist.is_available():
-            raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+            raise DeviceUnavailableError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
         cuda = _wants_cuda(device)
         if cuda and not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+            raise DeviceUnavailableError(
+                f"device {device!r} requested but CUDA is not available here; use --device cpu"
+            )
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if cuda:
             torch.cuda.set_device(local_rank)

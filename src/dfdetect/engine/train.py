@@ -43,7 +43,7 @@ from dfdetect.data.transforms import eval_transform, train_transform
 from dfdetect.engine import distributed as D
 from dfdetect.engine.distill import Teachers, distill_loss
 from dfdetect.engine.evaluate import write_eval_artifacts
-from dfdetect.models.checkpoint import load_checkpoint, save_checkpoint
+from dfdetect.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dfdetect.models.factory import CLASSES, create_model, data_config_for, freeze_backbone, model_from_checkpoint
 from dfdetect.models.registry import get_spec, is_fusion
 
@@ -186,7 +186,7 @@ def _dummy_batch(loader: DataLoader, device: torch.device) -> torch.Tensor:
         img = ds[i][0]
         if img is not None:
             return torch.zeros((1, *img.shape), dtype=img.dtype)
-    raise RuntimeError("no readable image in the training split")
+    raise ValueError("no readable image in the training split")
 
 
 def _run_dir(cfg: TrainConfig) -> Path:
@@ -223,11 +223,8 @@ def fit(
     Under torchrun (WORLD_SIZE > 1) every rank calls this; they train one DDP model and rank 0 writes.
     """
     if resume is not None:
-        resume = Path(resume)
-        last = resume / "last.pt" if resume.is_dir() else resume
-        state = load_checkpoint(last)
+        state, run_dir = _resume_state(Path(resume))
         cfg = TrainConfig.from_dict(state["config"])
-        run_dir: Path | None = last.parent
     else:
         state, run_dir = None, None
         if cfg is None:
@@ -237,6 +234,45 @@ def fit(
         return _fit(cfg, state, run_dir, on_epoch_end, ctx, device)
     finally:
         D.teardown(ctx)
+
+
+RESUME_KEYS = (
+    "config",
+    "epoch",
+    "phase",
+    "optimizer",
+    "scheduler",
+    "history",
+    "best_auc",
+    "best_loss",
+    "best_epoch",
+    "stale",
+    "bad_train",
+    "bad_valid",
+)
+"""What last.pt holds beyond a slim checkpoint, and --resume needs."""
+
+
+def _resume_state(resume: Path) -> tuple[dict[str, Any], Path]:
+    """The full training state to continue from and its run folder: ``resume`` is a run folder or its last.pt."""
+    takes = "--resume takes a run folder of `dfdetect train` (it holds last.pt), or that last.pt"
+    if resume.is_dir():
+        last = resume / "last.pt"
+        if not last.is_file():
+            raise FileNotFoundError(f"{resume} holds no last.pt; {takes}")
+    elif resume.is_file():
+        last = resume
+    else:
+        raise FileNotFoundError(f"{resume} not found; {takes}")
+    state = load_checkpoint(last)
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        hint = f" (here: --resume {last.parent})" if (last.parent / "last.pt").is_file() else ""
+        raise CheckpointError(
+            f"{last} holds no training state (no {', '.join(missing[:3])}{', ...' * (len(missing) > 3)}: best.pt "
+            f"is slim, for inference); {takes}{hint}"
+        )
+    return state, last.parent
 
 
 def _make_dataset(items, cfg: TrainConfig, transform, data_config) -> ImageDataset:
@@ -376,6 +412,8 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
         )
         bad_train, bad_valid = set(state["bad_train"]), set(state["bad_valid"])
         start_epoch = state["epoch"] + 1
+    train_ds.known_bad.update(bad_train)  # each bad file is logged once per run, not once per epoch
+    valid_ds.known_bad.update(bad_valid)
     ema = None
     if cfg.ema > 0:
         from timm.utils import ModelEmaV3
@@ -427,6 +465,9 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
             data_config=data_config,
         )
         bad_train.update(bad)
+        train_ds.known_bad.update(bad)
+        if n_seen == 0 and len(bad_train) >= len(train_ds):
+            raise ValueError(f"none of the {len(train_ds)} training images could be loaded (see the warnings above)")
         train_seconds = time.perf_counter() - t0
         # With EMA on, the averaged weights are what we validate, select and ship.
         eval_model = ema.module if ema is not None else model
@@ -434,6 +475,7 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
             eval_model, valid_ds, local_batch * 2, cfg.data.num_workers, device, cfg.amp, "valid", ctx
         )
         bad_valid.update(val["bad"])
+        valid_ds.known_bad.update(val["bad"])
         vm = compute_metrics(val["labels"], val["scores"], 0.5)
         lr = opt.param_groups[0]["lr"]
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -613,7 +655,9 @@ def _finish(
     if ctx.is_main:
         (run_dir / "bad_files.txt").write_text("".join(p + "\n" for p in bad_paths))
         if bad_paths:
-            log.warning("%d unreadable files were skipped; listed in %s", len(bad_paths), run_dir / "bad_files.txt")
+            log.warning(
+                "%d unreadable or unusable files were skipped; listed in %s", len(bad_paths), run_dir / "bad_files.txt"
+            )
         summary["skipped_files"] = len(bad_paths)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     D.barrier(ctx)

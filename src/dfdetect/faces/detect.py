@@ -16,13 +16,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dfdetect.core.errors import DfdetectError
+
 CASCADE = "haarcascade_frontalface_alt2.xml"
 EYE_CASCADE = "haarcascade_eye.xml"
 DETECT_MAX_SIDE = 1280
 """Larger images are downscaled to this longest side for detection only (boxes map back to full resolution)."""
 
 
-class FacesUnavailable(RuntimeError):
+class FacesUnavailable(DfdetectError, RuntimeError):
     """opencv-python-headless (4.x, with its cascade files) is not installed."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dfdetect.core.errors import DfdetectError
 from dfdetect.models.registry import ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 NUM_CLASSES = 2
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(DfdetectError, RuntimeError):
     pass
 
 
@@ -118,7 +119,10 @@ def head_of(ckpt: dict[str, Any]) -> str:
 def model_from_checkpoint(ckpt: dict[str, Any], drop_rate: float = 0.0) -> nn.Module:
     """Rebuild a single-backbone checkpoint's model (arch + head) and load its weights strictly."""
     model = create_model(ckpt["arch"], drop_rate=drop_rate, head=head_of(ckpt))
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape (strict=False still refuses those)
+        raise ValueError(f"weights do not fit {ckpt['arch']} with head {head_of(ckpt)!r}: {e}") from e
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(

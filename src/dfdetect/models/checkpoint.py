@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dfdetect.core.errors import DfdetectError
+
 if TYPE_CHECKING:
     import torch
 
@@ -18,8 +20,8 @@ FORMAT = "dfdetect-checkpoint"
 REQUIRED = ("arch", "classes", "data_config", "model")
 
 
-class CheckpointError(ValueError):
-    pass
+class CheckpointError(DfdetectError, ValueError):
+    """A checkpoint or model file is missing, truncated, foreign or incomplete."""
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> Path:
@@ -47,27 +49,69 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    if path.suffix == ".onnx":
+        raise CheckpointError(f"{path} is an exported ONNX model; this needs a .pt or .safetensors checkpoint")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): truncated or not a checkpoint")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file gets one message naming it
-        raise CheckpointError(f"{path} is not a readable dfdetect checkpoint: {e}") from e
+        raise CheckpointError(f"{path} is truncated or not a dfdetect checkpoint ({first_line(e)})") from e
     missing = [k for k in REQUIRED if k not in ckpt]
     if ckpt.get("format") != FORMAT or missing:
         raise CheckpointError(f"{path} is not a dfdetect checkpoint (missing {missing or 'format tag'})")
     return ckpt
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line and sentence (libraries' load errors run to many lines)."""
+    lines = str(e).strip().splitlines()
+    return (lines[0].split(". ")[0] if lines else type(e).__name__)[:300]
+
+
+def _safetensors_header(path: Path) -> dict[str, Any]:
+    """The JSON header, after checking that the file is as long as it says: a safetensors file is an 8-byte
+    little-endian header length, the JSON header, then the tensor bytes it indexes (``data_offsets``)."""
+    import json
+
+    size = path.stat().st_size
+    not_st = f"{path}: truncated or not a safetensors file"
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n <= 0 or 8 + n > size or n > 100_000_000:
+            raise CheckpointError(f"{not_st} ({size} bytes; the header length field says {max(n, 0)})")
+        try:
+            header = json.loads(f.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise CheckpointError(f"{not_st} (unreadable header: {first_line(e)})") from e
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        raise CheckpointError(f"{path} is truncated: {size} bytes, its header indexes {need}")
+    return header
+
+
 def _load_safetensors(path: Path) -> dict[str, Any]:
     """Shipped weights: tensors in safetensors, everything else as JSON in its metadata."""
     import json
 
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = json.loads(f.metadata()["dfdetect"])
-        state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    raw = (_safetensors_header(path).get("__metadata__") or {}).get("dfdetect")
+    if raw is None:
+        raise CheckpointError(f"{path} is a safetensors file without dfdetect metadata (not a dfdetect model)")
+    try:
+        meta = json.loads(raw)
+        with safe_open(str(path), framework="pt") as f:
+            state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"{path}: truncated or not a dfdetect safetensors file ({first_line(e)})") from e
+    missing = [k for k in REQUIRED if k != "model" and k not in meta] if isinstance(meta, dict) else list(REQUIRED)
+    if missing:
+        raise CheckpointError(f"{path} is not a dfdetect model (its metadata lacks {missing})")
     return {"format": FORMAT, **meta, "model": state}
 
 

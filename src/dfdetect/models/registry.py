@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from dfdetect.core.errors import DfdetectError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -67,7 +69,7 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 PAPER_MODELS: list[str] = [s.name for s in _SPECS if s.paper]
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(DfdetectError, ValueError):
     pass
 
 

@@ -26,6 +26,7 @@ from dfdetect.core.scores import softmax_fake
 from dfdetect.data.io import to_rgb
 from dfdetect.data.preprocess import preprocess
 from dfdetect.faces.predict import MIN_FACE
+from dfdetect.models.checkpoint import CheckpointError, first_line
 from dfdetect.runtime import pipeline
 from dfdetect.runtime.pipeline import Options, Prediction, expand_paths, scan_inputs
 
@@ -82,7 +83,13 @@ class _OnnxBackend:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or os.cpu_count() or 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+        unreadable = (state.InvalidProtobuf, state.InvalidArgument, state.InvalidGraph, state.NoModel, state.Fail)
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except unreadable as e:
+            raise CheckpointError(f"{path}: truncated or not an ONNX model ({first_line(e)})") from e
         self.input = self.session.get_inputs()[0].name
         self.device = "cpu"
 
@@ -130,7 +137,11 @@ class _OpenVinoBackend:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         core = _ov_core()
-        self.ov_model = core.read_model(str(path))
+        try:
+            self.ov_model = core.read_model(str(path))
+        except RuntimeError as e:  # OpenVINO's parse errors are plain RuntimeErrors, their reason on the last line
+            reason = str(e).strip().splitlines()[-1:] or [type(e).__name__]
+            raise CheckpointError(f"{path}: truncated or not an ONNX model ({reason[0][:300]})") from e
         config = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
@@ -258,6 +269,8 @@ class Detector:
     @classmethod
     def _load_onnx(cls, path: Path, backend: str = "onnx", precision: str = "fp32") -> Detector:
         be: _OnnxBackend | _OpenVinoBackend
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path} is empty (0 bytes): truncated or not an ONNX model")
         if backend == "openvino":
             be = _OpenVinoBackend(path, precision=precision)
             raw = be.metadata()
@@ -265,11 +278,13 @@ class Detector:
             be = _OnnxBackend(path)
             raw = be.session.get_modelmeta().custom_metadata_map.get("dfdetect")
         if raw is None:
-            raise ValueError(f"{path} has no dfdetect metadata (not exported by `dfdetect export`)")
-        meta = json.loads(raw)
-        return cls(
-            be, meta["data_config"], meta.get("threshold", 0.5), meta["model_id"], meta["arch"], meta, source=str(path)
-        )
+            raise CheckpointError(f"{path} has no dfdetect metadata (not exported by `dfdetect export`)")
+        try:
+            meta = json.loads(raw)
+            args = (meta["data_config"], meta.get("threshold", 0.5), meta["model_id"], meta["arch"])
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{path}: its dfdetect metadata is unreadable or incomplete ({e!r})") from e
+        return cls(be, *args, meta, source=str(path))
 
     @classmethod
     def _load_torch(cls, path: Path, device: str) -> Detector:

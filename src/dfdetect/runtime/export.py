@@ -12,7 +12,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from dfdetect.core.errors import DfdetectError
+
 log = logging.getLogger(__name__)
+
+
+class ExportError(DfdetectError, RuntimeError):
+    """This checkpoint cannot be exported (an ensemble), or the exported graph disagrees with PyTorch."""
 
 
 def export_onnx(
@@ -31,7 +37,7 @@ def export_onnx(
     ckpt = load_checkpoint(checkpoint)
     if ckpt.get("kind") == "ensemble":
         # Members have different input sizes and preprocessing: one ONNX graph with one input cannot hold them.
-        raise RuntimeError(
+        raise ExportError(
             f"{checkpoint} is an ensemble; export each member checkpoint instead (its members: "
             f"{', '.join(str(m.get('path', m.get('arch', '?'))) for m in ckpt.get('members', []))})"
         )
@@ -79,6 +85,6 @@ def export_onnx(
         diff = float(np.abs(ref - got).max())
         result["max_abs_diff"] = diff
         if diff > atol:
-            raise RuntimeError(f"ONNX export differs from PyTorch by {diff:.2e} (> {atol:.0e})")
+            raise ExportError(f"ONNX export differs from PyTorch by {diff:.2e} (> {atol:.0e})")
         log.info("exported %s (max |logit diff| vs PyTorch %.2e)", out, diff)
     return result

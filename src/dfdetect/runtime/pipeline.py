@@ -480,7 +480,9 @@ def run(
     if scan.missing:
         raise FileNotFoundError(f"no such file, folder or glob match: {', '.join(scan.missing)}")
     if parse_faces(opts.faces) is True and (why := faces_available()) is not None:
-        raise RuntimeError(f"face mode: {why}")
+        from dfdetect.faces.detect import FacesUnavailable
+
+        raise FacesUnavailable(f"face mode: {why}")
     out: list[Prediction] = []
 
     def load(path: Path) -> _Prepared:

@@ -7,9 +7,11 @@ All text that comes from a file (names, metadata, flag messages quoting metadata
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -89,9 +91,11 @@ def e(x: Any) -> str:
 
 
 def report_name(a: ForensicAnalysis) -> str:
-    """A safe, unique file name: sanitized stem + first 10 hex digits of the SHA-256."""
+    """A safe file name, one per file: sanitized stem + first 10 hex digits of the content's SHA-256 + 6 of the
+    full path's (a/x.jpg and b/x.jpg with the same bytes get two pages)."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(a.path).stem)[:60] or "image"
-    return f"{stem}-{(a.sha256 or 'nohash')[:10]}.html"
+    where = hashlib.sha256(str(Path(a.path).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:6]
+    return f"{stem}-{(a.sha256 or 'nohash')[:10]}-{where}.html"
 
 
 def _page(title: str, body: str) -> str:
@@ -228,8 +232,11 @@ def render_index(rows: list[tuple[ForensicAnalysis, ModelResult, str | None]], v
         "<table><tr><th>File</th><th>Verdict</th><th>P(fake)</th><th>Threshold</th><th>Faces</th><th>Flags</th>"
         "<th>SHA-256</th></tr>",
     ]
+    seen = Counter(Path(a.path).name for a, _, _ in rows)
     for a, m, page in rows:
         name = Path(a.path).name
+        if seen[name] > 1:  # the same name from several folders: show which folder
+            name = f"{Path(a.path).parent.name}/{name}"
         link = f"<a href='{e(quote(page))}'>{e(name)}</a>" if page else e(name)
         if a.error:
             body.append(f"<tr><td>{link}</td><td colspan='6'>error: {e(a.error)}</td></tr>")
