@@ -692,3 +692,24 @@ def test_openapi_schema_is_unchanged(tmp_path):
     if os.environ.get("DFDETECT_UPDATE_OPENAPI"):
         snapshot.write_text(json.dumps(spec, indent=1, sort_keys=True))
     assert json.loads(json.dumps(spec)) == json.loads(snapshot.read_text())
+
+
+# ---- hostile inputs (#19) -------------------------------------------------------------------------
+def test_long_boundary_and_huge_ids_are_4xx(client):
+    """A boundary longer than python-multipart accepts, and ids beyond SQLite's 64-bit integers: 4xx, not 500."""
+    b = "b" * 300
+    body = (
+        f'--{b}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\nxx\r\n--{b}--\r\n'
+    ).encode()
+    for path in ("/predict", "/explain", "/forensics"):
+        r = client.post(path, content=body, headers={"content-type": f"multipart/form-data; boundary={b}"})
+        assert r.status_code in (400, 501), (path, r.status_code, r.text)  # 501: forensics not installed
+        if r.status_code == 400:
+            assert "multipart" in r.json()["detail"]
+    for big in ("99999999999999999999", "-99999999999999999999", str(2**63), "0"):
+        assert client.get(f"/scans/{big}").status_code == 404, big
+        assert client.get(f"/scans/{big}/image").status_code == 404, big
+        assert client.delete(f"/scans/{big}").status_code == 404, big
+    r = client.get("/scans", params={"offset": "99999999999999999999"})
+    assert r.status_code == 200 and r.json()["items"] == []
+    assert client.get("/health").status_code == 200

@@ -73,6 +73,9 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: no row has an id beyond it (a larger one would not even bind as a parameter)."""
+
 
 @dataclass
 class ScanRecord:
@@ -195,6 +198,8 @@ class ScanDB:
 
     def delete(self, scan_id: int) -> ScanRecord | None:
         """Remove one scan; returns it (None when there was no such id)."""
+        if not 0 < scan_id <= MAX_ID:
+            return None
         with self._lock:
             row = self._conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
             if row is None:
@@ -209,6 +214,8 @@ class ScanDB:
 
     # ---- reads -----------------------------------------------------------------------------------
     def get(self, scan_id: int) -> ScanRecord | None:
+        if not 0 < scan_id <= MAX_ID:
+            return None
         with self._lock:
             row = self._conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
         return None if row is None else _record(row)
@@ -223,6 +230,8 @@ class ScanDB:
     ) -> tuple[list[ScanRecord], int]:
         """Newest first; returns (one page of records, total number matching the filters)."""
         where, args = _where(case_id=case_id, sha256=sha256.lower() if sha256 else None, label=label)
+        offset = max(0, min(offset, MAX_ID))  # beyond SQLite's integers: past every row, an empty page
+        limit = None if limit is None else max(-1, min(limit, MAX_ID))  # negative: no limit, as in SQLite
         with self._lock:
             total = int(self._conn.execute(f"SELECT COUNT(*) FROM scans{where}", args).fetchone()[0])
             page = " LIMIT ? OFFSET ?" if limit is not None else ""

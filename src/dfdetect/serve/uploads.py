@@ -146,7 +146,8 @@ async def read_multipart(request: Request, max_file_bytes: int, max_files: int) 
     """Stream a multipart/form-data body: file parts under ``files``/``file`` and small text fields.
 
     Sizes are checked while reading, so an oversize file costs at most ``max_file_bytes`` of memory
-    before the request is answered 413; nothing is spooled to disk.
+    before the request is answered 413; nothing is spooled to disk. A malformed body (a boundary python-multipart
+    refuses, such as one over its 256-byte limit, broken framing, a client that disconnects) is 400.
     """
     ctype, params = parse_options_header(request.headers.get("content-type"))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
@@ -156,9 +157,9 @@ async def read_multipart(request: Request, max_file_bytes: int, max_files: int) 
     if length and length.isdigit() and int(length) > limit_total:
         raise HTTPException(413, f"request body too large ({int(length)} bytes; at most {max_files} files)")
     collector = _Collector(max_file_bytes, max_files)
-    parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
     seen = 0
     try:
+        parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
         async for chunk in request.stream():
             seen += len(chunk)
             if seen > limit_total:
@@ -171,7 +172,7 @@ async def read_multipart(request: Request, max_file_bytes: int, max_files: int) 
         raise HTTPException(422, str(e)) from None
     except HTTPException:
         raise
-    except Exception as e:  # python-multipart's parse errors, client disconnects
+    except Exception as e:  # python-multipart's parse errors (the boundary too), client disconnects
         raise HTTPException(400, f"invalid multipart body ({type(e).__name__})") from None
     return collector.uploads, collector.fields
 
