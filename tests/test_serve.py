@@ -713,3 +713,30 @@ def test_long_boundary_and_huge_ids_are_4xx(client):
     r = client.get("/scans", params={"offset": "99999999999999999999"})
     assert r.status_code == 200 and r.json()["items"] == []
     assert client.get("/health").status_code == 200
+
+
+def test_explain_errors_name_no_server_path(model_path, tmp_path, tiny_data):
+    """The PyTorch weights missing or broken when /explain first needs them: 501 saying what is wrong, with the
+    file's name but not where it lives on the server."""
+    import shutil as sh
+
+    from dfdetect.serve.errors import without_paths
+
+    assert without_paths("model file /srv/models/x/best.pt not found") == "model file best.pt not found"
+    assert without_paths("P(fake) 1/2 at http://host/x") == "P(fake) 1/2 at http://host/x"
+    files = _upload(_images(tiny_data, 1), field="file")
+    for broken in (False, True):
+        weights = tmp_path / f"models-{broken}" / "deep" / "best.pt"
+        weights.parent.mkdir(parents=True)
+        sh.copy(model_path, weights)
+        with TestClient(create_app(model=str(weights), db=weights.parent / "scans.db")) as c:
+            if broken:
+                weights.write_bytes(b"not a checkpoint at all")
+            else:
+                weights.unlink()
+            r = c.post("/explain", files=files)
+            assert r.status_code == 501, r.text
+            detail = r.json()["detail"]
+            assert "best.pt" in detail and ("missing" in detail or "cannot load" in detail), detail
+            assert str(tmp_path) not in detail and "/deep/" not in detail, detail
+            assert c.post("/predict", files=_upload(_images(tiny_data, 1))).status_code == 200  # still serving

@@ -7,7 +7,7 @@ What lives where in ``dfdetect.serve``:
 - ``uploads`` (the streaming multipart parser, its size limits, form fields), ``decoding`` (uploads through the
   pipeline's decoder), ``batcher`` (``MicroBatcher``: one inference thread), ``explainer`` (``ExplainRunner``:
   Grad-CAM on a PyTorch copy), ``service`` (``Service``: what the endpoints share, recording scans), ``results``
-  (records as API rows), ``db`` (the scan history);
+  (records as API rows), ``errors`` (error text without server paths), ``db`` (the scan history);
 - ``routers`` (one ``APIRouter`` per endpoint group), ``openapi`` (the hand-written schema parts).
 
 Throughput: the event loop never runs model code. Decoding runs in Starlette's thread pool (PIL and numpy

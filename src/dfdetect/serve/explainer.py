@@ -2,7 +2,7 @@
 whatever backend serves /predict), loads it on the first request, and runs one explanation at a time.
 
 When explanations cannot run (``dfdetect.analysis.explain`` missing, no PyTorch weights beside an .onnx, a
-checkpoint that does not load) every request is told why (501).
+checkpoint that does not load) every request is told why (501), in words without server paths.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from dfdetect.serve.errors import describe, without_paths
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,8 @@ class ExplainRunner:
             self._explain = importlib.import_module("dfdetect.analysis.explain").explain_image
         except ImportError as e:
             self.unavailable = (
-                f"Grad-CAM explanations are not available in this installation (dfdetect.analysis.explain: {e})"
+                "Grad-CAM explanations are not available in this installation "
+                f"(dfdetect.analysis.explain: {without_paths(str(e))})"
             )
             return
         except AttributeError:
@@ -65,13 +68,17 @@ class ExplainRunner:
                 "put them beside the .onnx file or serve the checkpoint itself"
             )
             return
-        from dfdetect.runtime.detector import Detector
+        from dfdetect.runtime.detector import Detector, shipped_name
 
+        if not ckpt.is_file() and shipped_name(ckpt) is None:
+            log.error("explanations: the PyTorch weights %s are missing", ckpt)
+            self.unavailable = f"explanations unavailable: the served model's PyTorch weights ({ckpt.name}) are missing"
+            return
         try:
             self._detector = Detector.load(ckpt, device=self.device, backend="torch")
-        except Exception as e:  # a broken or missing checkpoint: say so on every /explain, keep serving /predict
+        except Exception as e:  # a broken checkpoint: say so on every /explain, keep serving /predict
             log.exception("cannot load %s for explanations", ckpt)
-            self.unavailable = f"explanations unavailable: cannot load the PyTorch model {ckpt.name} ({e})"
+            self.unavailable = f"explanations unavailable: cannot load the PyTorch model {ckpt.name} ({describe(e)})"
             return
         log.info("loaded %s for explanations (%s)", self._detector.model_id, ckpt)
 

@@ -10,14 +10,15 @@ import numpy as np
 
 from dfdetect.core.labels import verdict
 from dfdetect.runtime import pipeline
+from dfdetect.serve.errors import without_paths
 from dfdetect.serve.schemas import FaceOut, PredictionOut
 
 
 def prediction_out(r: Any) -> PredictionOut:
     """A pipeline ``Prediction`` as the API's row: the keys of ``predict --json`` (plus ``decision_rule`` in face
-    mode), and each face's own verdict."""
+    mode), and each face's own verdict; server paths in its messages cut to file names (``serve.errors``)."""
     fields: dict[str, Any] = {
-        "warnings": list(r.warnings),
+        "warnings": [without_paths(w) for w in r.warnings],
         "mode": r.mode,
         "decided_by": r.decided_by,
         "faces": [FaceOut(**f) for f in pipeline.face_rows(r)],
@@ -31,7 +32,7 @@ def prediction_out(r: Any) -> PredictionOut:
         score=r.score,
         threshold=r.threshold,
         model=r.model,
-        error=r.error,
+        error=None if r.error is None else without_paths(r.error),
         **fields,
     )
 

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from dfdetect.core.labels import verdict
 from dfdetect.runtime import pipeline
 from dfdetect.serve.decoding import all_failed, decode_upload, png_b64, small_copy
+from dfdetect.serve.errors import without_paths
 from dfdetect.serve.openapi import EXPLAIN_FACES_BODY, UPLOAD_ERRORS
 from dfdetect.serve.results import face_extra, face_rows
 from dfdetect.serve.schemas import ErrorResponse, ExplainResponse
@@ -86,7 +87,7 @@ async def explain(request: Request) -> ExplainResponse:
     form = parse_form(raw)
     faces = parse_faces(raw.get("faces"))
     if faces is True and (why := pipeline.faces_available()) is not None:
-        raise HTTPException(501, f"face mode is not available on this server: {why}")
+        raise HTTPException(501, f"face mode is not available on this server: {without_paths(why)}")
     ((received, decoded),) = await svc.decode_all(uploads, decode_upload)
     del uploads
     if decoded.image is None:

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from dfdetect.core.version import __version__
 from dfdetect.runtime import pipeline
 from dfdetect.serve.decoding import MAX_RENDER_SIDE, Received, all_failed, png_b64, prepare_upload
+from dfdetect.serve.errors import without_paths
 from dfdetect.serve.openapi import EXPLAIN_BODY, UPLOAD_ERRORS
 from dfdetect.serve.results import jsonable
 from dfdetect.serve.schemas import ErrorResponse, ForensicsResponse
@@ -36,7 +37,7 @@ def analyze_upload(fx: Any, r: Received) -> Any:
         a = fx.analyze_file(path)
     a.path = r.name
     if a.error:
-        a.error = a.error.replace(str(path), r.name)
+        a.error = without_paths(a.error.replace(str(path), r.name))
     return a
 
 
@@ -69,7 +70,8 @@ async def forensics(request: Request) -> ForensicsResponse:
         fx = importlib.import_module("dfdetect.analysis.forensics")
         report = importlib.import_module("dfdetect.analysis.forensics.report")
     except ImportError as e:
-        raise HTTPException(501, f"forensic analyses are not available in this installation ({e})") from None
+        why = without_paths(str(e))
+        raise HTTPException(501, f"forensic analyses are not available in this installation ({why})") from None
     uploads, raw = await read_multipart(request, svc.settings.max_file_bytes, 1)
     if not uploads:
         raise HTTPException(422, "no file: upload one image under the multipart field name 'file'")

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from dfdetect.runtime import pipeline
 from dfdetect.serve.decoding import all_failed, prepare_upload
+from dfdetect.serve.errors import without_paths
 from dfdetect.serve.openapi import UPLOAD_BODY, UPLOAD_ERRORS
 from dfdetect.serve.results import face_extra, prediction_out
 from dfdetect.serve.schemas import PredictResponse
@@ -56,7 +57,7 @@ async def predict(request: Request) -> PredictResponse:
     det = svc.detector
     thr = det.threshold if form.threshold is None else form.threshold
     if faces is True and (why := pipeline.faces_available()) is not None:
-        raise HTTPException(501, f"face mode is not available on this server: {why}")
+        raise HTTPException(501, f"face mode is not available on this server: {without_paths(why)}")
     # The one predict path: decode, whole image or faces, preprocess in threads;
     # one micro-batched forward pass for all of it; the same records as `dfdetect predict --json`.
     opts = pipeline.Options(faces=faces, threshold=form.threshold, align=form.align)
