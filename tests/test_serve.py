@@ -740,3 +740,63 @@ def test_explain_errors_name_no_server_path(model_path, tmp_path, tiny_data):
             assert "best.pt" in detail and ("missing" in detail or "cannot load" in detail), detail
             assert str(tmp_path) not in detail and "/deep/" not in detail, detail
             assert c.post("/predict", files=_upload(_images(tiny_data, 1))).status_code == 200  # still serving
+
+
+def test_request_pixel_budget_refuses_the_files_past_it(model_path, tmp_path, tiny_data):
+    """64x64 images (4096 px) under a 10,000-px budget: the first two are scored, the third gets its own 413 error;
+    one file over the whole budget is a 413 answer. The env variables of `dfdetect serve` carry the same settings."""
+    from dfdetect.serve.settings import settings_from_env
+
+    files = _images(tiny_data, 3)
+    assert all(Image.open(f).size == (64, 64) for f in files)
+    with TestClient(create_app(model=model_path, db=tmp_path / "scans.db", max_request_mpx=0.01)) as c:
+        r = c.post("/predict", files=_upload(files))
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert [p["error"] is None for p in preds] == [True, True, False]
+        assert "decode budget" in preds[2]["error"] and preds[2]["path"] == files[2].name
+        assert r.json()["scan_ids"][2] is None and c.get("/scans").json()["total"] == 2
+        bad = [("files", ("x.txt", b"text", "text/plain"))]  # a file that is no image spends no budget
+        assert c.post("/predict", files=bad + _upload(files[:2])).json()["predictions"][2]["error"] is None
+    with TestClient(create_app(model=model_path, db=tmp_path / "s2.db", max_request_mpx=0.001)) as c:
+        r = c.post("/predict", files=_upload(files[:1]))
+        assert r.status_code == 413 and "decode budget" in r.json()["detail"]
+    env = {"DFDETECT_SERVE_MAX_REQUEST_MPX": "12.5", "DFDETECT_SERVE_MAX_CONCURRENT_DECODES": "3"}
+    kw = settings_from_env(env)
+    assert kw["max_request_mpx"] == 12.5 and kw["max_concurrent_decodes"] == 3
+    assert settings_from_env({})["max_concurrent_decodes"] is None  # one per core
+
+
+@pytest.mark.parametrize("slots", [1, 4])
+def test_concurrent_decodes_are_bounded(model_path, tmp_path, tiny_data, monkeypatch, slots):
+    """At most `max_concurrent_decodes` images are decoded at once, across requests (4 slots: they do overlap)."""
+    from dfdetect.runtime import pipeline
+
+    real = pipeline.decode_bytes
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+
+    def slow_decode(data, name):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)
+        try:
+            return real(data, name)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(pipeline, "decode_bytes", slow_decode)
+    app = create_app(model=model_path, db=tmp_path / "scans.db", max_concurrent_decodes=slots)
+    files = _upload(_images(tiny_data, 4))
+    with TestClient(app) as c:
+        codes: list[int] = []
+        threads = [threading.Thread(target=lambda: codes.append(c.post("/predict", files=files).status_code))]
+        threads.append(threading.Thread(target=lambda: codes.append(c.post("/predict", files=files).status_code)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert codes == [200, 200]
+    assert state["most"] == 1 if slots == 1 else 1 < state["most"] <= slots

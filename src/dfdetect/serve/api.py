@@ -5,13 +5,15 @@ What lives where in ``dfdetect.serve``:
 
 - ``settings`` (``ServeSettings``, the ``DFDETECT_SERVE_*`` variables), ``security`` (API key, Host/Origin guard);
 - ``uploads`` (the streaming multipart parser, its size limits, form fields), ``decoding`` (uploads through the
-  pipeline's decoder), ``batcher`` (``MicroBatcher``: one inference thread), ``explainer`` (``ExplainRunner``:
-  Grad-CAM on a PyTorch copy), ``service`` (``Service``: what the endpoints share, recording scans), ``results``
-  (records as API rows), ``errors`` (error text without server paths), ``db`` (the scan history);
+  pipeline's decoder, the pixel budget), ``batcher`` (``MicroBatcher``: one inference thread), ``explainer``
+  (``ExplainRunner``: Grad-CAM on a PyTorch copy), ``service`` (``Service``: what the endpoints share, the decode
+  slots, recording scans), ``results`` (records as API rows), ``errors`` (error text without server paths),
+  ``db`` (the scan history);
 - ``routers`` (one ``APIRouter`` per endpoint group), ``openapi`` (the hand-written schema parts).
 
 Throughput: the event loop never runs model code. Decoding runs in Starlette's thread pool (PIL and numpy
-release the GIL); inference runs in one dedicated thread that
+release the GIL), at most ``max_concurrent_decodes`` images at once and at most ``max_request_mpx``
+megapixels per request; inference runs in one dedicated thread that
 owns the model and scores whatever requests are waiting as one batch (``serve.batcher``).
 
 Grad-CAM (``POST /explain``) needs gradients, so it runs on a separate PyTorch copy of the model, loaded on
@@ -38,7 +40,7 @@ from dfdetect.serve.routers import ROUTERS
 from dfdetect.serve.routers.page import STATIC_DIR
 from dfdetect.serve.security import guard_host_and_origin
 from dfdetect.serve.service import Service, set_threads
-from dfdetect.serve.settings import API_KEY_ENV, API_KEY_HEADER, ServeSettings, settings_from_env
+from dfdetect.serve.settings import API_KEY_ENV, API_KEY_HEADER, MAX_REQUEST_MPX, ServeSettings, settings_from_env
 
 __all__ = ["MicroBatcher", "ServeSettings", "app_from_env", "create_app"]
 
@@ -60,6 +62,8 @@ def create_app(
     max_wait_ms: float = 2.0,
     threads: int | None = None,
     allowed_hosts: list[str] | None = None,
+    max_request_mpx: float = MAX_REQUEST_MPX,
+    max_concurrent_decodes: int | None = None,
 ) -> FastAPI:
     """Build the app. The model loads in the lifespan (at server start), not here.
 
@@ -73,6 +77,11 @@ def create_app(
     True (a folder beside the database) or a folder path. ``threads``: intra-op threads for inference
     (default: the backend's own choice, usually one per core; 1 is much faster on a CPU shared with other
     busy processes).
+
+    Limits: ``max_upload_mb`` per file (413 while streaming), ``max_files`` per request (413),
+    ``max_request_mpx`` megapixels decoded per request (declared sizes summed in upload order; the files past it
+    get a per-file 413 error, the others are scored), ``max_concurrent_decodes`` images decoded at once across all
+    requests (None: one per CPU core).
     """
     key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     settings = ServeSettings(
@@ -89,6 +98,8 @@ def create_app(
         max_wait_ms=max_wait_ms,
         threads=threads,
         allowed_hosts=list(allowed_hosts or []),
+        max_request_mpx=float(max_request_mpx),
+        max_concurrent_decodes=max_concurrent_decodes,
     )
     app = FastAPI(
         title="dfdetect",

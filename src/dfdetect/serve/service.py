@@ -1,8 +1,10 @@
 """``Service``: what every endpoint of one running server shares, created at start-up (the app's lifespan).
 
-The detector and its micro-batcher, the Grad-CAM runner, the scan history and the image store. Recording a scan
-(one history row per scored file, a content-addressed copy with ``--store-images``) and turning a history row
-back into the API's ``Scan`` live here too.
+The detector and its micro-batcher, the Grad-CAM runner, the scan history, the image store, and the decode slots:
+at most ``max_concurrent_decodes`` images are decoded and prepared (face search, preprocessing) at once across all
+requests; the others wait on the event loop, holding no thread. Recording a scan (one history row per scored file,
+a content-addressed copy with ``--store-images``) and turning a history row back into the API's ``Scan`` live here
+too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from dfdetect.core.version import __version__
 from dfdetect.serve.batcher import MicroBatcher
 from dfdetect.serve.db import ScanDB, ScanRecord, utc_now
-from dfdetect.serve.decoding import Received
+from dfdetect.serve.decoding import Received, over_budget
 from dfdetect.serve.explainer import ExplainRunner
 from dfdetect.serve.schemas import ModelInfo, Scan
 from dfdetect.serve.settings import ServeSettings
@@ -41,6 +43,7 @@ class Service:
         self.batcher = MicroBatcher(detector, settings.max_batch, settings.max_wait_ms)
         self.explainer = ExplainRunner(settings.model, settings.device)
         self.image_dir = settings.image_dir()
+        self.decode_slots = asyncio.Semaphore(settings.decode_slots)
 
     def model_info(self) -> ModelInfo:
         det = self.detector
@@ -57,8 +60,18 @@ class Service:
 
     # ---- decoding -------------------------------------------------------------------------------
     async def decode_all(self, uploads: Sequence[Upload], work: Callable[..., Any], *args: Any) -> list[Any]:
-        """``work(upload, *args)`` for every upload in the thread pool, in upload order."""
-        return list(await asyncio.gather(*(run_in_threadpool(work, up, *args) for up in uploads)))
+        """``work(upload, *args, refused)`` for every upload in the thread pool, at most ``decode_slots`` at once
+        across requests, in upload order. ``refused``: the pixel-budget error of a file past the request's budget
+        (it is not decoded, so it takes no slot), else None."""
+        refused = await run_in_threadpool(over_budget, uploads, self.settings.max_request_pixels)
+
+        async def one(up: Upload, why: str | None) -> Any:
+            if why is not None:
+                return await run_in_threadpool(work, up, *args, why)
+            async with self.decode_slots:
+                return await run_in_threadpool(work, up, *args, None)
+
+        return list(await asyncio.gather(*(one(u, w) for u, w in zip(uploads, refused))))
 
     # ---- the history ----------------------------------------------------------------------------
     def store(self, r: Received) -> str | None:

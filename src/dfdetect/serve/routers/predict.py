@@ -1,8 +1,8 @@
 """``POST /predict``: one or many images scored through the one predict path (``dfdetect.runtime.pipeline``).
 
-multipart body --(streamed, per-file size limit while reading)--> bytes per file --(thread pool: hash, safe
-decode, whole image or faces, preprocess)--> arrays --(micro-batcher: one inference thread)--> P(fake)
---> scan history --> the same JSON per image as ``dfdetect predict --json``.
+multipart body --(streamed, per-file size limit while reading)--> bytes per file --(pixel budget; decode slots,
+thread pool: hash, safe decode, whole image or faces, preprocess)--> arrays --(micro-batcher: one inference
+thread)--> P(fake) --> scan history --> the same JSON per image as ``dfdetect predict --json``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ async def predict(request: Request) -> PredictResponse:
     thr = det.threshold if form.threshold is None else form.threshold
     if faces is True and (why := pipeline.faces_available()) is not None:
         raise HTTPException(501, f"face mode is not available on this server: {without_paths(why)}")
-    # The one predict path: decode, whole image or faces, preprocess in threads;
+    # The one predict path: decode, whole image or faces, preprocess in threads (at most `decode_slots` at once);
     # one micro-batched forward pass for all of it; the same records as `dfdetect predict --json`.
     opts = pipeline.Options(faces=faces, threshold=form.threshold, align=form.align)
     pairs = await svc.decode_all(uploads, prepare_upload, det, opts)
