@@ -800,3 +800,120 @@ def test_concurrent_decodes_are_bounded(model_path, tmp_path, tiny_data, monkeyp
             t.join()
     assert codes == [200, 200]
     assert state["most"] == 1 if slots == 1 else 1 < state["most"] <= slots
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` (recv returns b"" or the connection resets) within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_that_send_no_request_head_are_closed(monkeypatch):
+    """With the protocol `dfdetect serve` runs: a silent connection, and one that trickles a request head byte by
+    byte, are closed after timeout_keep_alive; a slow body after a complete head is not cut; the CLI passes it."""
+    import uvicorn
+
+    from dfdetect.serve.protocol import MAX_HEAD_BYTES, uvicorn_options
+
+    async def app(scope, receive, send):  # echoes the body length; reads the body however slowly it comes
+        if scope["type"] != "http":
+            return
+        n, more = 0, True
+        while more:
+            msg = await receive()
+            n, more = n + len(msg.get("body", b"")), msg.get("more_body", False)
+        body = str(n).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options(0.5))
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        silent = socket.create_connection(("127.0.0.1", port))
+        assert _closed_within(silent, 5)
+        trickle = socket.create_connection(("127.0.0.1", port))
+        t0 = time.monotonic()
+        try:
+            for ch in b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n":
+                trickle.send(bytes([ch]))
+                time.sleep(0.1)
+        except OSError:
+            pass  # closed while trickling
+        assert _closed_within(trickle, 5) and time.monotonic() - t0 < 5
+        with socket.create_connection(("127.0.0.1", port)) as ok:  # head at once, body late: answered
+            ok.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n")
+            time.sleep(1.0)
+            ok.sendall(b"hello")
+            ok.settimeout(5)
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n5") and (more := ok.recv(65536)):
+                answer += more
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n5"), answer
+            assert _closed_within(ok, 5)  # then idle keep-alive: closed too
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app as cli
+    from dfdetect.serve.settings import ENV_PREFIX, ENV_SETTINGS
+
+    for suffix, _, _ in ENV_SETTINGS.values():  # restored after the test: `serve` sets them for its workers
+        monkeypatch.setenv(ENV_PREFIX + suffix, "")
+    monkeypatch.setenv("DFDETECT_API_KEY", "")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: seen.update(kw, target=target))
+    flags = ["--timeout-keep-alive", "7", "--max-request-mpx", "100", "--max-concurrent-decodes", "3"]
+    r = CliRunner().invoke(cli, ["serve", *flags])
+    assert r.exit_code == 0, r.output
+    assert seen["target"] == "dfdetect.serve.api:app_from_env" and seen["timeout_keep_alive"] == 7
+    assert seen["http"] == "dfdetect.serve.protocol:HeadTimeoutProtocol"
+    assert seen["h11_max_incomplete_event_size"] == MAX_HEAD_BYTES
+    from dfdetect.serve.settings import settings_from_env
+
+    kw = settings_from_env()
+    assert kw["max_request_mpx"] == 100 and kw["max_concurrent_decodes"] == 3
+
+
+def test_stalled_body_is_408(monkeypatch):
+    import asyncio
+
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    from dfdetect.serve import uploads
+
+    monkeypatch.setattr(uploads, "BODY_STALL_SECONDS", 0.2)
+    sent = []
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b"--x\r\n", "more_body": True}
+        await asyncio.sleep(30)  # the client sends nothing more
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", b"multipart/form-data; boundary=x")]}
+
+    async def read():
+        with pytest.raises(HTTPException) as e:
+            await uploads.read_multipart(Request(scope, receive), 1024, 1)
+        return e.value.status_code
+
+    assert asyncio.run(asyncio.wait_for(read(), 10)) == 408

@@ -77,6 +77,11 @@ def serve(
     insecure_no_key: bool = typer.Option(
         False, "--insecure-no-key", help="Allow binding a non-loopback address without an API key."
     ),
+    timeout_keep_alive: float = typer.Option(
+        5.0,
+        help="Seconds a connection may take to send a complete request head, after connecting or after its last "
+        "response; then it is closed (idle keep-alive connections and clients that send nothing).",
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve the detector: REST API (/predict, /explain, /scans, /health, /docs) and a web page at /."""
@@ -85,6 +90,7 @@ def serve(
         import uvicorn
 
         import dfdetect.serve.api  # noqa: F401  (fail early, with a hint, when FastAPI is missing)
+        from dfdetect.serve.protocol import uvicorn_options
     except ImportError as e:
         fail(f"serving needs the 'serve' extra: pip install 'dfdetect[serve]' ({e})")
     from dfdetect.runtime.detector import shipped_name
@@ -93,6 +99,8 @@ def serve(
         fail(f"model file {model} not found (nor a shipped model name: default | large)")
     if workers < 1:
         fail("--workers must be at least 1")
+    if not timeout_keep_alive > 0:
+        fail("--timeout-keep-alive must be positive")
     if max_upload_mb <= 0:
         fail("--max-upload-mb must be positive")
     if max_request_mpx <= 0:
@@ -142,7 +150,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        server_header=False,
+        **uvicorn_options(timeout_keep_alive),
     )
 
 

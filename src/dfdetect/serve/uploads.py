@@ -7,6 +7,7 @@ chunk list is dropped right then), and that object is what the decoder, the hash
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -20,6 +21,9 @@ FILE_FIELDS = ("files", "file")
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 16
 MAX_CASE_ID_LEN = 200
+BODY_STALL_SECONDS = 30.0
+"""A request body that sends nothing for this long is answered 408 (the request head has its own deadline:
+``serve.protocol``)."""
 MAGIC = (
     (b"\xff\xd8\xff", "jpg", "image/jpeg"),
     (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
@@ -146,7 +150,8 @@ async def read_multipart(request: Request, max_file_bytes: int, max_files: int) 
     """Stream a multipart/form-data body: file parts under ``files``/``file`` and small text fields.
 
     Sizes are checked while reading, so an oversize file costs at most ``max_file_bytes`` of memory
-    before the request is answered 413; nothing is spooled to disk. A malformed body (a boundary python-multipart
+    before the request is answered 413; nothing is spooled to disk; a body that stalls for ``BODY_STALL_SECONDS``
+    is answered 408. A malformed body (a boundary python-multipart
     refuses, such as one over its 256-byte limit, broken framing, a client that disconnects) is 400.
     """
     ctype, params = parse_options_header(request.headers.get("content-type"))
@@ -160,7 +165,14 @@ async def read_multipart(request: Request, max_file_bytes: int, max_files: int) 
     seen = 0
     try:
         parser = MultipartParser(params[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
-        async for chunk in request.stream():
+        chunks = request.stream()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), BODY_STALL_SECONDS)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"request body stalled (nothing for {BODY_STALL_SECONDS:g} s)") from None
             seen += len(chunk)
             if seen > limit_total:
                 raise _TooLarge("request body too large")
