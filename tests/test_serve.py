@@ -917,3 +917,46 @@ def test_stalled_body_is_408(monkeypatch):
         return e.value.status_code
 
     assert asyncio.run(asyncio.wait_for(read(), 10)) == 408
+
+
+def test_an_upload_is_held_once():
+    """A max-size file streamed in 64 KB chunks: parsing allocates about one copy of it (not the old bytearray plus
+    a bytes copy), and hashing and decoding read that same object."""
+    import asyncio
+    import os
+    import tracemalloc
+
+    from starlette.requests import Request
+
+    from dfdetect.serve import decoding, uploads
+
+    size = 8 * 1024 * 1024
+    payload = b"\x00\x01" + os.urandom(size - 2)  # no image: the decoder gives up on the header
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n' + payload + b"\r\n--x--\r\n"
+    )
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    del body
+    messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    ctype = b"multipart/form-data; boundary=x"
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype)]}
+
+    async def receive():
+        return messages.pop(0)
+
+    async def parse():  # the peak measured inside the loop (asyncio.run's own teardown allocates)
+        tracemalloc.start()
+        (up,), _ = await uploads.read_multipart(Request(scope, receive), size, 1)
+        return up, tracemalloc.get_traced_memory()[1]
+
+    up, peak = asyncio.run(parse())
+    assert up.data == payload and type(up.data) is bytes
+    assert peak < 1.5 * size, f"parsing peaked at {peak / size:.2f}x the file"
+    tracemalloc.reset_peak()
+    held = tracemalloc.get_traced_memory()[0]  # the upload itself, allocated while tracing
+    received, decoded = decoding.decode_upload(up)
+    peak = tracemalloc.get_traced_memory()[1] - held
+    tracemalloc.stop()
+    assert received.data is up.data and received.size == size and received.status == 415
+    assert peak < 0.5 * size, f"decoding copied the upload ({peak / size:.2f}x)"
