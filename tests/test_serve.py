@@ -960,3 +960,46 @@ def test_an_upload_is_held_once():
     tracemalloc.stop()
     assert received.data is up.data and received.size == size and received.status == 415
     assert peak < 0.5 * size, f"decoding copied the upload ({peak / size:.2f}x)"
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_alone(tmp_path):
+    """ScanDB and `dfdetect history` on another program's SQLite file (or a file that is no database): a clear
+    error, and the file keeps its tables and its journal mode; an empty file becomes a history as before."""
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+    from dfdetect.serve.db import NotAScanDatabase
+
+    foreign = tmp_path / "inventory.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE parts (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO parts (name) VALUES ('bolt')")
+    conn.commit()
+    conn.close()
+
+    def state(path: Path) -> tuple[list[str], str]:
+        c = sqlite3.connect(path)
+        try:
+            names = [r[0] for r in c.execute("SELECT name FROM sqlite_master ORDER BY name")]
+            return names, c.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            c.close()
+
+    before = state(foreign)
+    assert before == (["parts"], "delete")
+    with pytest.raises(NotAScanDatabase, match="something else .*parts.*not a dfdetect scan history"):
+        ScanDB(foreign)
+    r = CliRunner().invoke(app, ["history", "--db", str(foreign)])
+    assert r.exit_code != 0 and isinstance(r.exception, NotAScanDatabase)
+    assert state(foreign) == before and not (tmp_path / "inventory.sqlite-wal").exists()
+    text = tmp_path / "notes.db"
+    text.write_text("not a database at all, just some text that is long enough to have a header " * 4)
+    with pytest.raises(NotAScanDatabase, match="not an SQLite database"):
+        ScanDB(text)
+    assert text.read_text().startswith("not a database")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with ScanDB(empty) as db:
+        assert db.version == SCHEMA_VERSION
+    with ScanDB(empty) as db:  # and reopens as ours
+        assert db.count() == 0

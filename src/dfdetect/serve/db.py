@@ -5,6 +5,9 @@ file name, size, dimensions), by which model (model id, dfdetect version), the v
 label, threshold) and the client's optional case/reference id. Images themselves are not stored unless
 the server was started with an image folder (then ``image_path`` names a content-addressed copy).
 
+A file that is already something else (another program's SQLite database, or not SQLite at all) is refused
+(``NotAScanDatabase``) before anything is written to it.
+
 Concurrency: one connection per ``ScanDB`` behind a lock (so threads of one process serialise), WAL
 journal + ``busy_timeout`` (so several server processes can share one file). Each insert is its own
 committed transaction: a killed server loses no scan it has answered for.
@@ -144,8 +147,31 @@ def migrate(conn: sqlite3.Connection) -> int:
     return SCHEMA_VERSION
 
 
+class NotAScanDatabase(RuntimeError):
+    """The file is not a dfdetect scan history: not SQLite at all, or an SQLite database of something else."""
+
+
+OUR_TABLES = ("schema_version", "scans")
+
+
+def check_ours(conn: sqlite3.Connection, path: str | Path) -> None:
+    """Refuse (``NotAScanDatabase``) a file that is neither empty nor a scan history, before anything is written:
+    opening must not add our tables to someone else's database or switch its journal to WAL."""
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.DatabaseError as e:  # "file is not a database", encrypted, ...
+        raise NotAScanDatabase(f"{path} is not a dfdetect scan history (not an SQLite database: {e})") from None
+    tables = {r[0] for r in rows} - {"sqlite_sequence"}
+    if tables and not set(OUR_TABLES) <= tables:
+        listed = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
+        raise NotAScanDatabase(
+            f"{path} is an SQLite database of something else (tables: {listed}), not a dfdetect scan history: "
+            "left as it is; give --db a new file or an existing scan history"
+        )
+
+
 class ScanDB:
-    """Thread-safe access to the scan history in one SQLite file."""
+    """Thread-safe access to the scan history in one SQLite file (a new one, or one this class made)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -155,6 +181,11 @@ class ScanDB:
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        try:
+            check_ours(self._conn, path)
+        except NotAScanDatabase:
+            self._conn.close()
+            raise
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: durable against a killed process (only an OS crash/power cut may
