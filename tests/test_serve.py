@@ -692,3 +692,314 @@ def test_openapi_schema_is_unchanged(tmp_path):
     if os.environ.get("DFDETECT_UPDATE_OPENAPI"):
         snapshot.write_text(json.dumps(spec, indent=1, sort_keys=True))
     assert json.loads(json.dumps(spec)) == json.loads(snapshot.read_text())
+
+
+# ---- hostile inputs (#19) -------------------------------------------------------------------------
+def test_long_boundary_and_huge_ids_are_4xx(client):
+    """A boundary longer than python-multipart accepts, and ids beyond SQLite's 64-bit integers: 4xx, not 500."""
+    b = "b" * 300
+    body = (
+        f'--{b}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\nxx\r\n--{b}--\r\n'
+    ).encode()
+    for path in ("/predict", "/explain", "/forensics"):
+        r = client.post(path, content=body, headers={"content-type": f"multipart/form-data; boundary={b}"})
+        assert r.status_code in (400, 501), (path, r.status_code, r.text)  # 501: forensics not installed
+        if r.status_code == 400:
+            assert "multipart" in r.json()["detail"]
+    for big in ("99999999999999999999", "-99999999999999999999", str(2**63), "0"):
+        assert client.get(f"/scans/{big}").status_code == 404, big
+        assert client.get(f"/scans/{big}/image").status_code == 404, big
+        assert client.delete(f"/scans/{big}").status_code == 404, big
+    r = client.get("/scans", params={"offset": "99999999999999999999"})
+    assert r.status_code == 200 and r.json()["items"] == []
+    assert client.get("/health").status_code == 200
+
+
+def test_explain_errors_name_no_server_path(model_path, tmp_path, tiny_data):
+    """The PyTorch weights missing or broken when /explain first needs them: 501 saying what is wrong, with the
+    file's name but not where it lives on the server."""
+    import shutil as sh
+
+    from dfdetect.serve.errors import without_paths
+
+    assert without_paths("model file /srv/models/x/best.pt not found") == "model file best.pt not found"
+    assert without_paths("P(fake) 1/2 at http://host/x") == "P(fake) 1/2 at http://host/x"
+    files = _upload(_images(tiny_data, 1), field="file")
+    for broken in (False, True):
+        weights = tmp_path / f"models-{broken}" / "deep" / "best.pt"
+        weights.parent.mkdir(parents=True)
+        sh.copy(model_path, weights)
+        with TestClient(create_app(model=str(weights), db=weights.parent / "scans.db")) as c:
+            if broken:
+                weights.write_bytes(b"not a checkpoint at all")
+            else:
+                weights.unlink()
+            r = c.post("/explain", files=files)
+            assert r.status_code == 501, r.text
+            detail = r.json()["detail"]
+            assert "best.pt" in detail and ("missing" in detail or "cannot load" in detail), detail
+            assert str(tmp_path) not in detail and "/deep/" not in detail, detail
+            assert c.post("/predict", files=_upload(_images(tiny_data, 1))).status_code == 200  # still serving
+
+
+def test_request_pixel_budget_refuses_the_files_past_it(model_path, tmp_path, tiny_data):
+    """64x64 images (4096 px) under a 10,000-px budget: the first two are scored, the third gets its own 413 error;
+    one file over the whole budget is a 413 answer. The env variables of `dfdetect serve` carry the same settings."""
+    from dfdetect.serve.settings import settings_from_env
+
+    files = _images(tiny_data, 3)
+    assert all(Image.open(f).size == (64, 64) for f in files)
+    with TestClient(create_app(model=model_path, db=tmp_path / "scans.db", max_request_mpx=0.01)) as c:
+        r = c.post("/predict", files=_upload(files))
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert [p["error"] is None for p in preds] == [True, True, False]
+        assert "decode budget" in preds[2]["error"] and preds[2]["path"] == files[2].name
+        assert r.json()["scan_ids"][2] is None and c.get("/scans").json()["total"] == 2
+        bad = [("files", ("x.txt", b"text", "text/plain"))]  # a file that is no image spends no budget
+        assert c.post("/predict", files=bad + _upload(files[:2])).json()["predictions"][2]["error"] is None
+    with TestClient(create_app(model=model_path, db=tmp_path / "s2.db", max_request_mpx=0.001)) as c:
+        r = c.post("/predict", files=_upload(files[:1]))
+        assert r.status_code == 413 and "decode budget" in r.json()["detail"]
+    env = {"DFDETECT_SERVE_MAX_REQUEST_MPX": "12.5", "DFDETECT_SERVE_MAX_CONCURRENT_DECODES": "3"}
+    kw = settings_from_env(env)
+    assert kw["max_request_mpx"] == 12.5 and kw["max_concurrent_decodes"] == 3
+    assert settings_from_env({})["max_concurrent_decodes"] is None  # one per core
+
+
+@pytest.mark.parametrize("slots", [1, 4])
+def test_concurrent_decodes_are_bounded(model_path, tmp_path, tiny_data, monkeypatch, slots):
+    """At most `max_concurrent_decodes` images are decoded at once, across requests (4 slots: they do overlap)."""
+    from dfdetect.runtime import pipeline
+
+    real = pipeline.decode_bytes
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0}
+
+    def slow_decode(data, name):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)
+        try:
+            return real(data, name)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(pipeline, "decode_bytes", slow_decode)
+    app = create_app(model=model_path, db=tmp_path / "scans.db", max_concurrent_decodes=slots)
+    files = _upload(_images(tiny_data, 4))
+    with TestClient(app) as c:
+        codes: list[int] = []
+        threads = [threading.Thread(target=lambda: codes.append(c.post("/predict", files=files).status_code))]
+        threads.append(threading.Thread(target=lambda: codes.append(c.post("/predict", files=files).status_code)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert codes == [200, 200]
+    assert state["most"] == 1 if slots == 1 else 1 < state["most"] <= slots
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` (recv returns b"" or the connection resets) within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_that_send_no_request_head_are_closed(monkeypatch):
+    """With the protocol `dfdetect serve` runs: a silent connection, and one that trickles a request head byte by
+    byte, are closed after timeout_keep_alive; a slow body after a complete head is not cut; the CLI passes it."""
+    import uvicorn
+
+    from dfdetect.serve.protocol import MAX_HEAD_BYTES, uvicorn_options
+
+    async def app(scope, receive, send):  # echoes the body length; reads the body however slowly it comes
+        if scope["type"] != "http":
+            return
+        n, more = 0, True
+        while more:
+            msg = await receive()
+            n, more = n + len(msg.get("body", b"")), msg.get("more_body", False)
+        body = str(n).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options(0.5))
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        silent = socket.create_connection(("127.0.0.1", port))
+        assert _closed_within(silent, 5)
+        trickle = socket.create_connection(("127.0.0.1", port))
+        t0 = time.monotonic()
+        try:
+            for ch in b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n":
+                trickle.send(bytes([ch]))
+                time.sleep(0.1)
+        except OSError:
+            pass  # closed while trickling
+        assert _closed_within(trickle, 5) and time.monotonic() - t0 < 5
+        with socket.create_connection(("127.0.0.1", port)) as ok:  # head at once, body late: answered
+            ok.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\n")
+            time.sleep(1.0)
+            ok.sendall(b"hello")
+            ok.settimeout(5)
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n5") and (more := ok.recv(65536)):
+                answer += more
+            assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"\r\n\r\n5"), answer
+            assert _closed_within(ok, 5)  # then idle keep-alive: closed too
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app as cli
+    from dfdetect.serve.settings import ENV_PREFIX, ENV_SETTINGS
+
+    for suffix, _, _ in ENV_SETTINGS.values():  # restored after the test: `serve` sets them for its workers
+        monkeypatch.setenv(ENV_PREFIX + suffix, "")
+    monkeypatch.setenv("DFDETECT_API_KEY", "")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda target, **kw: seen.update(kw, target=target))
+    flags = ["--timeout-keep-alive", "7", "--max-request-mpx", "100", "--max-concurrent-decodes", "3"]
+    r = CliRunner().invoke(cli, ["serve", *flags])
+    assert r.exit_code == 0, r.output
+    assert seen["target"] == "dfdetect.serve.api:app_from_env" and seen["timeout_keep_alive"] == 7
+    assert seen["http"] == "dfdetect.serve.protocol:HeadTimeoutProtocol"
+    assert seen["h11_max_incomplete_event_size"] == MAX_HEAD_BYTES
+    from dfdetect.serve.settings import settings_from_env
+
+    kw = settings_from_env()
+    assert kw["max_request_mpx"] == 100 and kw["max_concurrent_decodes"] == 3
+
+
+def test_stalled_body_is_408(monkeypatch):
+    import asyncio
+
+    from fastapi import HTTPException
+    from starlette.requests import Request
+
+    from dfdetect.serve import uploads
+
+    monkeypatch.setattr(uploads, "BODY_STALL_SECONDS", 0.2)
+    sent = []
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b"--x\r\n", "more_body": True}
+        await asyncio.sleep(30)  # the client sends nothing more
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", b"multipart/form-data; boundary=x")]}
+
+    async def read():
+        with pytest.raises(HTTPException) as e:
+            await uploads.read_multipart(Request(scope, receive), 1024, 1)
+        return e.value.status_code
+
+    assert asyncio.run(asyncio.wait_for(read(), 10)) == 408
+
+
+def test_an_upload_is_held_once():
+    """A max-size file streamed in 64 KB chunks: parsing allocates about one copy of it (not the old bytearray plus
+    a bytes copy), and hashing and decoding read that same object."""
+    import asyncio
+    import os
+    import tracemalloc
+
+    from starlette.requests import Request
+
+    from dfdetect.serve import decoding, uploads
+
+    size = 8 * 1024 * 1024
+    payload = b"\x00\x01" + os.urandom(size - 2)  # no image: the decoder gives up on the header
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n' + payload + b"\r\n--x--\r\n"
+    )
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+    del body
+    messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    ctype = b"multipart/form-data; boundary=x"
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", ctype)]}
+
+    async def receive():
+        return messages.pop(0)
+
+    async def parse():  # the peak measured inside the loop (asyncio.run's own teardown allocates)
+        tracemalloc.start()
+        (up,), _ = await uploads.read_multipart(Request(scope, receive), size, 1)
+        return up, tracemalloc.get_traced_memory()[1]
+
+    up, peak = asyncio.run(parse())
+    assert up.data == payload and type(up.data) is bytes
+    assert peak < 1.5 * size, f"parsing peaked at {peak / size:.2f}x the file"
+    tracemalloc.reset_peak()
+    held = tracemalloc.get_traced_memory()[0]  # the upload itself, allocated while tracing
+    received, decoded = decoding.decode_upload(up)
+    peak = tracemalloc.get_traced_memory()[1] - held
+    tracemalloc.stop()
+    assert received.data is up.data and received.size == size and received.status == 415
+    assert peak < 0.5 * size, f"decoding copied the upload ({peak / size:.2f}x)"
+
+
+def test_a_foreign_sqlite_file_is_refused_and_left_alone(tmp_path):
+    """ScanDB and `dfdetect history` on another program's SQLite file (or a file that is no database): a clear
+    error, and the file keeps its tables and its journal mode; an empty file becomes a history as before."""
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app
+    from dfdetect.serve.db import NotAScanDatabase
+
+    foreign = tmp_path / "inventory.sqlite"
+    conn = sqlite3.connect(foreign)
+    conn.execute("CREATE TABLE parts (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO parts (name) VALUES ('bolt')")
+    conn.commit()
+    conn.close()
+
+    def state(path: Path) -> tuple[list[str], str]:
+        c = sqlite3.connect(path)
+        try:
+            names = [r[0] for r in c.execute("SELECT name FROM sqlite_master ORDER BY name")]
+            return names, c.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            c.close()
+
+    before = state(foreign)
+    assert before == (["parts"], "delete")
+    with pytest.raises(NotAScanDatabase, match="something else .*parts.*not a dfdetect scan history"):
+        ScanDB(foreign)
+    r = CliRunner().invoke(app, ["history", "--db", str(foreign)])
+    assert r.exit_code != 0 and isinstance(r.exception, NotAScanDatabase)
+    assert state(foreign) == before and not (tmp_path / "inventory.sqlite-wal").exists()
+    text = tmp_path / "notes.db"
+    text.write_text("not a database at all, just some text that is long enough to have a header " * 4)
+    with pytest.raises(NotAScanDatabase, match="not an SQLite database"):
+        ScanDB(text)
+    assert text.read_text().startswith("not a database")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with ScanDB(empty) as db:
+        assert db.version == SCHEMA_VERSION
+    with ScanDB(empty) as db:  # and reopens as ours
+        assert db.count() == 0

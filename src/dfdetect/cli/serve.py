@@ -47,6 +47,14 @@ def serve(
         show_default=False,
     ),
     max_upload_mb: float = typer.Option(20.0, help="Per-file upload limit in MB (larger files get 413)."),
+    max_request_mpx: float = typer.Option(
+        256.0,
+        help="Decode budget of one request in megapixels (image sizes summed in upload order); the files past it "
+        "get a per-file 413 error, the others are scored.",
+    ),
+    max_concurrent_decodes: int = typer.Option(
+        0, help="Images decoded at once across all requests (0 = one per CPU core)."
+    ),
     cors: list[str] | None = typer.Option(
         None, "--cors", help="Allow browser calls from this origin (repeatable). Off by default."
     ),
@@ -69,6 +77,11 @@ def serve(
     insecure_no_key: bool = typer.Option(
         False, "--insecure-no-key", help="Allow binding a non-loopback address without an API key."
     ),
+    timeout_keep_alive: float = typer.Option(
+        5.0,
+        help="Seconds a connection may take to send a complete request head, after connecting or after its last "
+        "response; then it is closed (idle keep-alive connections and clients that send nothing).",
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve the detector: REST API (/predict, /explain, /scans, /health, /docs) and a web page at /."""
@@ -77,6 +90,7 @@ def serve(
         import uvicorn
 
         import dfdetect.serve.api  # noqa: F401  (fail early, with a hint, when FastAPI is missing)
+        from dfdetect.serve.protocol import uvicorn_options
     except ImportError as e:
         fail(f"serving needs the 'serve' extra: pip install 'dfdetect[serve]' ({e})")
     from dfdetect.runtime.detector import shipped_name
@@ -85,8 +99,14 @@ def serve(
         fail(f"model file {model} not found (nor a shipped model name: default | large)")
     if workers < 1:
         fail("--workers must be at least 1")
+    if not timeout_keep_alive > 0:
+        fail("--timeout-keep-alive must be positive")
     if max_upload_mb <= 0:
         fail("--max-upload-mb must be positive")
+    if max_request_mpx <= 0:
+        fail("--max-request-mpx must be positive")
+    if max_concurrent_decodes < 0:
+        fail("--max-concurrent-decodes must be 0 (one per CPU core) or more")
     loopback = host in ("127.0.0.1", "localhost", "::1")
     if not loopback and not api_key and not insecure_no_key:
         fail(
@@ -109,6 +129,8 @@ def serve(
         "DFDETECT_SERVE_MAX_WAIT_MS": str(max_wait_ms),
         "DFDETECT_SERVE_THREADS": str(max(0, threads)),
         "DFDETECT_SERVE_ALLOWED_HOSTS": ",".join(hosts),
+        "DFDETECT_SERVE_MAX_REQUEST_MPX": str(max_request_mpx),
+        "DFDETECT_SERVE_MAX_CONCURRENT_DECODES": str(max_concurrent_decodes),
     }
     os.environ.update(env)
     _limit_malloc_arenas()
@@ -128,7 +150,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        server_header=False,
+        **uvicorn_options(timeout_keep_alive),
     )
 
 

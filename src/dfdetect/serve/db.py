@@ -5,6 +5,9 @@ file name, size, dimensions), by which model (model id, dfdetect version), the v
 label, threshold) and the client's optional case/reference id. Images themselves are not stored unless
 the server was started with an image folder (then ``image_path`` names a content-addressed copy).
 
+A file that is already something else (another program's SQLite database, or not SQLite at all) is refused
+(``NotAScanDatabase``) before anything is written to it.
+
 Concurrency: one connection per ``ScanDB`` behind a lock (so threads of one process serialise), WAL
 journal + ``busy_timeout`` (so several server processes can share one file). Each insert is its own
 committed transaction: a killed server loses no scan it has answered for.
@@ -72,6 +75,9 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 """Schema changes in order; ``MIGRATIONS[k]`` takes a database from version k to k + 1. Append only."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: no row has an id beyond it (a larger one would not even bind as a parameter)."""
 
 
 @dataclass
@@ -141,8 +147,31 @@ def migrate(conn: sqlite3.Connection) -> int:
     return SCHEMA_VERSION
 
 
+class NotAScanDatabase(RuntimeError):
+    """The file is not a dfdetect scan history: not SQLite at all, or an SQLite database of something else."""
+
+
+OUR_TABLES = ("schema_version", "scans")
+
+
+def check_ours(conn: sqlite3.Connection, path: str | Path) -> None:
+    """Refuse (``NotAScanDatabase``) a file that is neither empty nor a scan history, before anything is written:
+    opening must not add our tables to someone else's database or switch its journal to WAL."""
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    except sqlite3.DatabaseError as e:  # "file is not a database", encrypted, ...
+        raise NotAScanDatabase(f"{path} is not a dfdetect scan history (not an SQLite database: {e})") from None
+    tables = {r[0] for r in rows} - {"sqlite_sequence"}
+    if tables and not set(OUR_TABLES) <= tables:
+        listed = ", ".join(sorted(tables)[:8]) + (", ..." if len(tables) > 8 else "")
+        raise NotAScanDatabase(
+            f"{path} is an SQLite database of something else (tables: {listed}), not a dfdetect scan history: "
+            "left as it is; give --db a new file or an existing scan history"
+        )
+
+
 class ScanDB:
-    """Thread-safe access to the scan history in one SQLite file."""
+    """Thread-safe access to the scan history in one SQLite file (a new one, or one this class made)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -152,6 +181,11 @@ class ScanDB:
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.Lock()
+        try:
+            check_ours(self._conn, path)
+        except NotAScanDatabase:
+            self._conn.close()
+            raise
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: durable against a killed process (only an OS crash/power cut may
@@ -195,6 +229,8 @@ class ScanDB:
 
     def delete(self, scan_id: int) -> ScanRecord | None:
         """Remove one scan; returns it (None when there was no such id)."""
+        if not 0 < scan_id <= MAX_ID:
+            return None
         with self._lock:
             row = self._conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
             if row is None:
@@ -209,6 +245,8 @@ class ScanDB:
 
     # ---- reads -----------------------------------------------------------------------------------
     def get(self, scan_id: int) -> ScanRecord | None:
+        if not 0 < scan_id <= MAX_ID:
+            return None
         with self._lock:
             row = self._conn.execute("SELECT * FROM scans WHERE id = ?", (scan_id,)).fetchone()
         return None if row is None else _record(row)
@@ -223,6 +261,8 @@ class ScanDB:
     ) -> tuple[list[ScanRecord], int]:
         """Newest first; returns (one page of records, total number matching the filters)."""
         where, args = _where(case_id=case_id, sha256=sha256.lower() if sha256 else None, label=label)
+        offset = max(0, min(offset, MAX_ID))  # beyond SQLite's integers: past every row, an empty page
+        limit = None if limit is None else max(-1, min(limit, MAX_ID))  # negative: no limit, as in SQLite
         with self._lock:
             total = int(self._conn.execute(f"SELECT COUNT(*) FROM scans{where}", args).fetchone()[0])
             page = " LIMIT ? OFFSET ?" if limit is not None else ""
