@@ -164,7 +164,7 @@ def history(
     out: Path | None = typer.Option(None, "--out", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """List or export (CSV/JSON) past scans recorded by `dfdetect serve`."""
-    from dfdetect.serve.db import ScanDB, export_records
+    from dfdetect.serve.db import NotAScanDatabase, ScanDB, export_records
 
     if not db.is_file():
         fail(f"no scan database at {db}")
@@ -172,8 +172,11 @@ def history(
         fail(f"--format must be table, csv, json or jsonl, not {fmt!r}")
     if label not in (None, "fake", "real"):
         fail("--label must be fake or real")
-    with ScanDB(db) as scans:
-        records, total = scans.query(case_id, sha256, label, limit or None, 0)
+    try:
+        with ScanDB(db) as scans:
+            records, total = scans.query(case_id, sha256, label, limit or None, 0)
+    except NotAScanDatabase as e:
+        fail(str(e))
     if fmt == "table":
         lines = [f"{'id':>6}  {'time (UTC)':<24}{'verdict':<8}{'P(fake)':>8}  {'case':<14}{'size':>9}  file"]
         for r in records:
