@@ -306,83 +306,13 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
     torch.manual_seed(cfg.seed)
     spec = get_spec(cfg.model.name)
 
-    # Data: one manifest per run, written before any training so the split is fixed and inspectable.
-    manifest_path = run_dir / "split.csv"
-    if state is not None and manifest_path.exists():
-        items = resolve_items(cfg.data.root, manifest_path, 0, 0, 0)
-    else:
-        items = resolve_items(
-            cfg.data.root, cfg.data.manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
-        )
-        items = limit_per_class(items, cfg.data.limit_per_class)
-        if ctx.is_main:
-            write_manifest(items, manifest_path, cfg.data.root)
-        D.barrier(ctx)
-    split_hash = manifest_hash(manifest_path)
-    by_split = {s: [it for it in items if it.split == s] for s in ("train", "valid", "test")}
-    for s in ("train", "valid"):
-        if not by_split[s] or len({it.label for it in by_split[s]}) < 2:
-            raise ValueError(f"the {s} split needs images of both classes; it has {len(by_split[s])} images")
+    items, by_split, split_hash = _split_items(cfg, state, run_dir, ctx)
     if ctx.is_main:
         cfg.save_yaml(run_dir / "config.yaml")
 
-    if state is not None and is_fusion(cfg.model.name):
-        # A fusion model's member preprocessing lives in its checkpoint's data config, not in its name alone.
-        model = model_from_checkpoint(state, drop_rate=cfg.model.drop_rate)
-    else:
-        model = create_model(
-            cfg.model.name,
-            weights="none" if state else cfg.model.weights,
-            drop_rate=cfg.model.drop_rate,
-            head=cfg.model.head,
-        )
-    data_config = data_config_for(model, cfg.model.img_size, cfg.model.resize_to)
-    if ctx.enabled and cfg.sync_bn and device.type == "cuda":
-        from timm.layers import convert_sync_batchnorm
-
-        model = convert_sync_batchnorm(model)
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    log.info("training on %s in %s%s", device, precision_name(device, cfg.amp), ", channels-last" * cfg.channels_last)
-
-    if cfg.data.cache_dir:
-        from dfdetect.data.cache import build_cache
-
-        if ctx.is_main:  # one decode for all ranks (and later runs); the others map the finished file
-            build_cache(
-                items,
-                cfg.data.root,
-                cfg.data.cache_dir,
-                _cache_size(data_config),
-                data_config["interpolation"],
-                threads=max(cfg.data.num_workers, 4),
-            )
-        D.barrier(ctx)
-    train_ds = _make_dataset(by_split["train"], cfg, train_transform(data_config, cfg.augment), data_config)
-    valid_ds = _make_dataset(by_split["valid"], cfg, eval_transform(data_config), data_config)
-    if cfg.data.cache:
-        for ds in (train_ds, valid_ds):
-            ds.preload()
-    log.info(
-        "run %s | %s (%s) on %s | train %d, valid %d, test %d | input %s",
-        run_dir,
-        spec.name,
-        spec.timm_name,
-        device,
-        len(train_ds),
-        len(valid_ds),
-        len(by_split["test"]),
-        data_config["input_size"],
-    )
-    if ctx.enabled:
-        log.info(
-            "DDP: %d ranks (%s), global batch %d = %d per rank",
-            ctx.world_size,
-            "nccl" if device.type == "cuda" else "gloo",
-            cfg.batch_size,
-            local_batch,
-        )
+    model, data_config = _build_model(cfg, state, device, ctx)
+    train_ds, valid_ds = _datasets(cfg, items, by_split, data_config, ctx)
+    _log_run(run_dir, spec, device, train_ds, valid_ds, len(by_split["test"]), data_config, cfg, ctx)
 
     total_epochs = cfg.warmup_epochs + cfg.epochs
     history: list[dict[str, Any]] = []
@@ -517,28 +447,11 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
         else:
             stale += 1
         if ctx.is_main:
-            save_checkpoint(
-                {
-                    **_slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row),
-                    "phase": phase,
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "history": history,
-                    "best_auc": best_auc,
-                    "best_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "stale": stale,
-                    **(
-                        {"ema": {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()}}
-                        if ema
-                        else {}
-                    ),
-                    "bad_train": sorted(bad_train),
-                    "bad_valid": sorted(bad_valid),
-                    "world_size": ctx.world_size,
-                },
-                run_dir / "last.pt",
-            )
+            resume = {"phase": phase, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+            resume |= {"history": history, "best_auc": best_auc, "best_loss": best_loss, "best_epoch": best_epoch}
+            resume |= {"stale": stale, "bad_train": sorted(bad_train), "bad_valid": sorted(bad_valid)}
+            last = _slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row) | resume
+            _save_last(last, ema, ctx, run_dir / "last.pt")
             _write_history(history, run_dir / "history.csv")
             _plot_curves(history, run_dir / "curves.png", best_epoch)
         D.barrier(ctx)  # last.pt is complete before any rank can be stopped (and resumed) past this epoch
@@ -551,6 +464,121 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
     return _finish(
         run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash, ctx
     )
+
+
+def _split_items(
+    cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path, ctx: D.DistContext
+) -> tuple[list, dict[str, list], str]:
+    """The run's items (all, and by split) and the manifest's hash (one split.csv per run, read back on resume)."""
+    # Data: one manifest per run, written before any training so the split is fixed and inspectable.
+    manifest_path = run_dir / "split.csv"
+    if state is not None and manifest_path.exists():
+        items = resolve_items(cfg.data.root, manifest_path, 0, 0, 0)
+    else:
+        items = resolve_items(
+            cfg.data.root, cfg.data.manifest, cfg.data.val_fraction, cfg.data.test_fraction, cfg.data.split_seed
+        )
+        items = limit_per_class(items, cfg.data.limit_per_class)
+        if ctx.is_main:
+            write_manifest(items, manifest_path, cfg.data.root)
+        D.barrier(ctx)
+    split_hash = manifest_hash(manifest_path)
+    by_split = {s: [it for it in items if it.split == s] for s in ("train", "valid", "test")}
+    for s in ("train", "valid"):
+        if not by_split[s] or len({it.label for it in by_split[s]}) < 2:
+            raise ValueError(f"the {s} split needs images of both classes; it has {len(by_split[s])} images")
+    return items, by_split, split_hash
+
+
+def _build_model(
+    cfg: TrainConfig, state: dict[str, Any] | None, device: torch.device, ctx: D.DistContext
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to train, on ``device`` (SyncBN under DDP when asked, channels-last), and its data config."""
+    if state is not None and is_fusion(cfg.model.name):
+        # A fusion model's member preprocessing lives in its checkpoint's data config, not in its name alone.
+        model = model_from_checkpoint(state, drop_rate=cfg.model.drop_rate)
+    else:
+        model = create_model(
+            cfg.model.name,
+            weights="none" if state else cfg.model.weights,
+            drop_rate=cfg.model.drop_rate,
+            head=cfg.model.head,
+        )
+    data_config = data_config_for(model, cfg.model.img_size, cfg.model.resize_to)
+    if ctx.enabled and cfg.sync_bn and device.type == "cuda":
+        from timm.layers import convert_sync_batchnorm
+
+        model = convert_sync_batchnorm(model)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    log.info("training on %s in %s%s", device, precision_name(device, cfg.amp), ", channels-last" * cfg.channels_last)
+    return model, data_config
+
+
+def _datasets(
+    cfg: TrainConfig, items: list, by_split: dict[str, list], data_config: dict[str, Any], ctx: D.DistContext
+) -> tuple[ImageDataset, ImageDataset]:
+    """Train and valid datasets: the on-disk cache is built once by rank 0, the in-memory cache preloaded."""
+    if cfg.data.cache_dir:
+        from dfdetect.data.cache import build_cache
+
+        if ctx.is_main:  # one decode for all ranks (and later runs); the others map the finished file
+            build_cache(
+                items,
+                cfg.data.root,
+                cfg.data.cache_dir,
+                _cache_size(data_config),
+                data_config["interpolation"],
+                threads=max(cfg.data.num_workers, 4),
+            )
+        D.barrier(ctx)
+    train_ds = _make_dataset(by_split["train"], cfg, train_transform(data_config, cfg.augment), data_config)
+    valid_ds = _make_dataset(by_split["valid"], cfg, eval_transform(data_config), data_config)
+    if cfg.data.cache:
+        for ds in (train_ds, valid_ds):
+            ds.preload()
+    return train_ds, valid_ds
+
+
+def _save_last(ckpt: dict[str, Any], ema: Any, ctx: D.DistContext, path: Path) -> None:
+    """last.pt: weights plus everything --resume needs to continue exactly (optimizer, schedule, EMA, bests)."""
+    if ema is not None:
+        ckpt["ema"] = {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()}
+    ckpt["world_size"] = ctx.world_size
+    save_checkpoint(ckpt, path)
+
+
+def _log_run(
+    run_dir: Path,
+    spec: Any,
+    device: torch.device,
+    train_ds: ImageDataset,
+    valid_ds: ImageDataset,
+    n_test: int,
+    data_config: dict[str, Any],
+    cfg: TrainConfig,
+    ctx: D.DistContext,
+) -> None:
+    log.info(
+        "run %s | %s (%s) on %s | train %d, valid %d, test %d | input %s",
+        run_dir,
+        spec.name,
+        spec.timm_name,
+        device,
+        len(train_ds),
+        len(valid_ds),
+        n_test,
+        data_config["input_size"],
+    )
+    if ctx.enabled:
+        log.info(
+            "DDP: %d ranks (%s), global batch %d = %d per rank",
+            ctx.world_size,
+            "nccl" if device.type == "cuda" else "gloo",
+            cfg.batch_size,
+            cfg.batch_size // ctx.world_size,
+        )
 
 
 def _wrap_ddp(model: nn.Module, ctx: D.DistContext, device: torch.device) -> nn.Module:
