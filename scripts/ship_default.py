@@ -20,7 +20,7 @@ from dfdetect.data.datasets import manifest_hash
 from dfdetect.data.io import open_image
 from dfdetect.models.checkpoint import load_checkpoint, save_safetensors
 from dfdetect.models.factory import create_model
-from dfdetect.runtime.detector import Detector, _TorchBackend
+from dfdetect.runtime.detector import Detector, TorchBackend
 from dfdetect.runtime.export import export_onnx
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "dfdetect" / "weights"
@@ -61,7 +61,7 @@ def main() -> None:
     # fp16 storage must not change verdicts: compare against the fp32 checkpoint on real files.
     fp32 = create_model(ckpt["arch"], drop_rate=0.0)
     fp32.load_state_dict(ckpt["model"], strict=False)
-    ref = Detector(_TorchBackend(fp32, "cpu"), ckpt["data_config"], ckpt["threshold"])
+    ref = Detector(TorchBackend(fp32, "cpu"), ckpt["data_config"], ckpt["threshold"])
     shipped = Detector.load(out, device="cpu", backend="torch")
     test = [a.data / r.path for r in rows if r.split == "test"]
     files = test[:: max(1, len(test) // 40)][:40]

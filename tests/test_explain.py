@@ -22,7 +22,7 @@ from dfdetect.analysis.explain import (
 )
 from dfdetect.cli import app
 from dfdetect.models.factory import create_model, data_config_for
-from dfdetect.runtime.detector import Detector, _TorchBackend
+from dfdetect.runtime.detector import Detector, TorchBackend
 
 runner = CliRunner()
 FILES = ("gradcam", "gradcampp", "saliency", "activations", "maps.npz", "panel")
@@ -44,7 +44,7 @@ def _mobilenet_detector(img_size: int = 64, resize: int | None = None) -> Detect
     torch.manual_seed(0)
     model = create_model("tiny_mobilenetv3")
     cfg = data_config_for(model, img_size, resize)
-    return Detector(_TorchBackend(model, "cpu"), cfg, 0.5, "test", "tiny_mobilenetv3")
+    return Detector(TorchBackend(model, "cpu"), cfg, 0.5, "test", "tiny_mobilenetv3")
 
 
 def _check_maps(exp: Explanation, w: int, h: int, methods=METHODS) -> None:
@@ -249,7 +249,7 @@ def test_inception_resnet_v2_at_299(odd_image):
     model = create_model("inception_resnet_v2")
     cfg = data_config_for(model, 299)
     assert cfg["mean"] == [0.5, 0.5, 0.5]
-    det = Detector(_TorchBackend(model, "cpu"), cfg, 0.5, "test", "inception_resnet_v2")
+    det = Detector(TorchBackend(model, "cpu"), cfg, 0.5, "test", "inception_resnet_v2")
     img = odd_image.resize((320, 240))
     _check_maps(explain_image(det, img), 320, 240)
 

@@ -45,7 +45,8 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _timeit(fn, warmup: int, iters: int, min_seconds: float) -> list[float]:
+def timeit(fn: Any, warmup: int, iters: int, min_seconds: float) -> list[float]:
+    """Seconds per call of ``fn`` after ``warmup`` calls: at least ``iters`` calls and ``min_seconds``."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -59,7 +60,8 @@ def _timeit(fn, warmup: int, iters: int, min_seconds: float) -> list[float]:
     return times
 
 
-def _stats(times: list[float], batch: int) -> dict[str, float]:
+def timing_stats(times: list[float], batch: int) -> dict[str, float]:
+    """p50/p95 latency (ms) and images/s from per-call seconds at batch size ``batch``."""
     ms = sorted(t * 1000 for t in times)
     return {
         "batch": batch,
@@ -142,7 +144,7 @@ def benchmark_model(
             if dev.type == "cuda":
                 torch.cuda.synchronize()
 
-        result["torch_eager"].append(_stats(_timeit(run, warmup, iters, min_seconds), b))
+        result["torch_eager"].append(timing_stats(timeit(run, warmup, iters, min_seconds), b))
     if dev.type == "cpu":
         # channels-last lets oneDNN pick its fastest depthwise kernels on CPU too.
         cl = model.to(memory_format=torch.channels_last)
@@ -153,7 +155,7 @@ def benchmark_model(
                 with torch.inference_mode():
                     m(x)
 
-            result["torch_channels_last"].append(_stats(_timeit(run_cl, warmup, iters, min_seconds), b))
+            result["torch_channels_last"].append(timing_stats(timeit(run_cl, warmup, iters, min_seconds), b))
         model = model.to(memory_format=torch.contiguous_format)
     if onnx:
         try:
@@ -202,18 +204,18 @@ def _time_onnx_file(
     min_seconds: float,
 ) -> None:
     """Fill ``result``'s ONNX Runtime rows, and OpenVINO's when it is installed, for the model at ``path``."""
-    from dfdetect.runtime.detector import _installed, _OnnxBackend, _OpenVinoBackend
+    from dfdetect.runtime.detector import OnnxBackend, OpenVinoBackend, backend_installed
 
     size = result["input"]
-    runtimes = [("onnxruntime", lambda: _OnnxBackend(path, threads=threads))]
-    if _installed("openvino"):
+    runtimes = [("onnxruntime", lambda: OnnxBackend(path, threads=threads))]
+    if backend_installed("openvino"):
         # one call per batch (chunk = batch) so the rows compare with ONNX Runtime's
-        runtimes.append(("openvino", lambda: _OpenVinoBackend(path, threads=threads, chunk=max(batch_sizes))))
+        runtimes.append(("openvino", lambda: OpenVinoBackend(path, threads=threads, chunk=max(batch_sizes))))
     for key, make in runtimes:
         be = make()
         for b in batch_sizes:
             xb = np.random.randn(b, 3, size, size).astype(np.float32)
-            row = _stats(_timeit(lambda xb=xb, be=be: be.logits(xb), warmup, iters, min_seconds), b)
+            row = timing_stats(timeit(lambda xb=xb, be=be: be.logits(xb), warmup, iters, min_seconds), b)
             result[key].append({**row, "precision": be.precision})
 
 
@@ -399,7 +401,9 @@ def benchmark_int8(
             scores[name] = s
             m = compute_metrics(labels, s, thr)
             x1 = x[:1]
-            t = _stats(_timeit(lambda sess=sess, x1=x1: sess.run(None, {"input": x1}), warmup, iters, min_seconds), 1)
+            t = timing_stats(
+                timeit(lambda sess=sess, x1=x1: sess.run(None, {"input": x1}), warmup, iters, min_seconds), 1
+            )
             out[name] = {
                 "accuracy": m["accuracy"],
                 "f1": m["f1"],

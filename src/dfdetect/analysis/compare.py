@@ -202,7 +202,7 @@ def speed_figures(
 
     import torch
 
-    from dfdetect.analysis.benchmark import _stats, _timeit, gflops_per_image, machine_info
+    from dfdetect.analysis.benchmark import gflops_per_image, machine_info, timeit, timing_stats
     from dfdetect.models.checkpoint import load_checkpoint
     from dfdetect.models.factory import model_from_checkpoint
 
@@ -236,7 +236,7 @@ def speed_figures(
                 with torch.inference_mode():
                     model(x)
 
-            eager[b] = _stats(_timeit(run, warmup, iters, min_seconds), b)
+            eager[b] = timing_stats(timeit(run, warmup, iters, min_seconds), b)
         ort_stats: dict[int, dict[str, float]] = {}
         try:
             import onnxruntime  # noqa: F401
@@ -253,7 +253,7 @@ def speed_figures(
                         )
                         ort_stats = {}
                         break
-                    ort_stats[b] = _stats(_timeit(fn, warmup, iters, min_seconds), b)
+                    ort_stats[b] = timing_stats(timeit(fn, warmup, iters, min_seconds), b)
     finally:
         torch.set_num_threads(before)  # training after timing keeps its own thread count
     big = max(sizes)

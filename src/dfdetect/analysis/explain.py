@@ -548,7 +548,7 @@ def randomization_check(
     clearly lower. ``random_model``: reuse one from ``randomized_model`` across images (else built here).
     """
     from dfdetect.core.scores import softmax_fake
-    from dfdetect.runtime.detector import Detector, _TorchBackend
+    from dfdetect.runtime.detector import Detector, TorchBackend
 
     wanted = tuple(m for m in normalize_methods(methods) if m != "activations") or ("gradcam",)
     if not isinstance(img, Image.Image):
@@ -556,7 +556,7 @@ def randomization_check(
     img = to_rgb(img)
     rand = randomized_model(detector, seed) if random_model is None else random_model
     rdet = Detector(
-        _TorchBackend(rand, detector.backend.device),
+        TorchBackend(rand, detector.backend.device),
         detector.data_config,
         detector.threshold,
         "random-weights",

@@ -118,7 +118,7 @@ def benchmark_loader(
     from dfdetect.core.config import AugmentConfig
     from dfdetect.data.datasets import ImageDataset, make_loader, resolve_items
     from dfdetect.data.transforms import train_transform
-    from dfdetect.engine.train import _cache_size
+    from dfdetect.engine.train import cache_size
     from dfdetect.models.factory import create_model, data_config_for
 
     dc = data_config_for(create_model(model, weights="none"), img_size)
@@ -127,10 +127,10 @@ def benchmark_loader(
         from dfdetect.data.cache import CachedImageDataset, build_cache
 
         t = time.perf_counter()
-        build_cache(items, data, cache_dir, _cache_size(dc), dc["interpolation"], threads=max(workers, 4))
+        build_cache(items, data, cache_dir, cache_size(dc), dc["interpolation"], threads=max(workers, 4))
         build_s = time.perf_counter() - t
         ds: ImageDataset = CachedImageDataset(
-            items, data, train_transform(dc, AugmentConfig()), cache_dir, _cache_size(dc)
+            items, data, train_transform(dc, AugmentConfig()), cache_dir, cache_size(dc)
         )
     else:
         build_s = 0.0

@@ -279,12 +279,13 @@ def _make_dataset(items, cfg: TrainConfig, transform, data_config) -> ImageDatas
     if cfg.data.cache_dir:
         from dfdetect.data.cache import CachedImageDataset
 
-        size = _cache_size(data_config)
+        size = cache_size(data_config)
         return CachedImageDataset(items, cfg.data.root, transform, cfg.data.cache_dir, size)
     return ImageDataset(items, cfg.data.root, transform)
 
 
-def _cache_size(data_config) -> int:
+def cache_size(data_config: dict[str, Any]) -> int:
+    """Side of the pre-decoded cache's images: the model's resize side (at least its input size)."""
     return max(int(data_config.get("resize", data_config["input_size"][-1])), int(data_config["input_size"][-1]))
 
 
@@ -528,7 +529,7 @@ def _datasets(
                 items,
                 cfg.data.root,
                 cfg.data.cache_dir,
-                _cache_size(data_config),
+                cache_size(data_config),
                 data_config["interpolation"],
                 threads=max(cfg.data.num_workers, 4),
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from dfdetect.faces.detect import _cv2, eye_cascade, find_faces
+from dfdetect.faces.detect import eye_cascade, find_faces, opencv
 
 TRAIN_CROP = 256
 """Side of the training crops; face crops are resized to this before the model's preprocessing."""
@@ -63,7 +63,7 @@ ALIGN_MAX_DEG = 30.0
 
 def find_eyes(img: Image.Image, box: tuple[int, int, int, int]) -> list[tuple[float, float, float]]:
     """Eye candidates (centre x, centre y, size) in image pixels, searched in the upper 65% of the face box."""
-    cv2 = _cv2()
+    cv2 = opencv()
     x, y, w, h = box
     W, H = img.size
     x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + round(0.65 * h))

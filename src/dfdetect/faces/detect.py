@@ -40,7 +40,8 @@ class Face:
         return int(min(self.box[2], self.box[3]))
 
 
-def _cv2() -> Any:
+def opencv() -> Any:
+    """OpenCV 4.x (``cv2``), or FacesUnavailable saying what to install."""
     try:
         import cv2
     except ImportError as e:
@@ -52,7 +53,7 @@ def _cv2() -> Any:
 
 @lru_cache(maxsize=1)
 def _cascade() -> Any:
-    cv2 = _cv2()
+    cv2 = opencv()
     root = getattr(getattr(cv2, "data", None), "haarcascades", None)
     if not hasattr(cv2, "CascadeClassifier") or not root:
         raise FacesUnavailable(
@@ -68,7 +69,7 @@ def _cascade() -> Any:
 @lru_cache(maxsize=1)
 def eye_cascade() -> Any:
     """OpenCV's eye cascade (used by alignment), loaded once."""
-    cv2 = _cv2()
+    cv2 = opencv()
     root = getattr(getattr(cv2, "data", None), "haarcascades", None)
     clf = cv2.CascadeClassifier((root or "") + EYE_CASCADE) if hasattr(cv2, "CascadeClassifier") else None
     if clf is None or clf.empty():
@@ -94,7 +95,7 @@ def find_faces(
 
     ``min_size``: smallest face box (pixels of the input image) to report.
     """
-    cv2 = _cv2()
+    cv2 = opencv()
     arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img)
     gray = cv2.cvtColor(arr, cv2.COLOR_RGB2GRAY) if arr.ndim == 3 else arr
     h, w = gray.shape[:2]

@@ -57,7 +57,7 @@ def shipped_name(ref: str | Path | None) -> str | None:
     return name if name in SHIPPED else None
 
 
-class _TorchBackend:
+class TorchBackend:
     name = "torch"
     precision = "fp32"
 
@@ -73,7 +73,7 @@ class _TorchBackend:
             return self.model(self.torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
 
-class _OnnxBackend:
+class OnnxBackend:
     name = "onnxruntime"
     precision = "fp32"
 
@@ -123,7 +123,7 @@ PRECISIONS = ("fp32", "bf16")
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 
-class _OpenVinoBackend:
+class OpenVinoBackend:
     """OpenVINO on CPU, compiled for latency, on the process-wide Core. Batches run image by image: on the
     2-core reference CPU a folder scan with chunk 1 ran at 38 images/s vs 36 with whole 32-image batches (ONNX
     Runtime: 29), the activations of one image staying in cache.
@@ -237,7 +237,7 @@ class Detector:
         if precision != "fp32":
             if backend not in ("auto", "openvino"):
                 raise ValueError(f"precision {precision} runs on the openvino backend only, not {backend}")
-            if not _installed("openvino"):
+            if not backend_installed("openvino"):
                 raise ValueError(f"precision {precision} needs OpenVINO: pip install 'dfdetect[openvino]'")
             backend = "openvino"
         name = shipped_name(path)
@@ -249,7 +249,7 @@ class Detector:
                 backend == "auto"
                 and device in ("auto", "cpu")
                 and onnx.is_file()
-                and (_installed("openvino") or _installed("onnxruntime"))
+                and (backend_installed("openvino") or backend_installed("onnxruntime"))
                 and not _cuda_wanted(device)
             )
             path = onnx if want_onnx else weights
@@ -260,7 +260,7 @@ class Detector:
             if backend == "torch":
                 raise ValueError("an .onnx file runs on onnx or openvino; pass a .pt/.safetensors for torch")
             if backend == "auto":
-                backend = "openvino" if _installed("openvino") else "onnx"
+                backend = "openvino" if backend_installed("openvino") else "onnx"
             return cls._load_onnx(path, backend, precision)
         if backend in ONNX_BACKENDS:
             raise ValueError(f"{path} is a PyTorch checkpoint; export it first: dfdetect export {path}")
@@ -268,14 +268,14 @@ class Detector:
 
     @classmethod
     def _load_onnx(cls, path: Path, backend: str = "onnx", precision: str = "fp32") -> Detector:
-        be: _OnnxBackend | _OpenVinoBackend
+        be: OnnxBackend | OpenVinoBackend
         if path.stat().st_size == 0:
             raise CheckpointError(f"{path} is empty (0 bytes): truncated or not an ONNX model")
         if backend == "openvino":
-            be = _OpenVinoBackend(path, precision=precision)
+            be = OpenVinoBackend(path, precision=precision)
             raw = be.metadata()
         else:
-            be = _OnnxBackend(path)
+            be = OnnxBackend(path)
             raw = be.session.get_modelmeta().custom_metadata_map.get("dfdetect")
         if raw is None:
             raise CheckpointError(f"{path} has no dfdetect metadata (not exported by `dfdetect export`)")
@@ -304,7 +304,7 @@ class Detector:
             keys = ("epoch", "split_sha256", "threshold_rule", "valid", "temperature")
         meta = {k: ckpt[k] for k in keys if k in ckpt}
         return cls(
-            _TorchBackend(model, resolve_device(device)),
+            TorchBackend(model, resolve_device(device)),
             ckpt["data_config"],
             ckpt.get("threshold", 0.5),
             model_id_for(ckpt, path),
@@ -317,7 +317,7 @@ class Detector:
     @property
     def model(self) -> Any:
         """The torch module (torch backend only): for CAMs and feature maps."""
-        if not isinstance(self.backend, _TorchBackend):
+        if not isinstance(self.backend, TorchBackend):
             raise RuntimeError("this detector runs on ONNX Runtime; load a .pt/.safetensors for the torch model")
         return self.backend.model
 
@@ -387,7 +387,8 @@ class EnsembleDetector(Detector):
         return self.backend.model.pack(img)
 
 
-def _installed(module: str) -> bool:
+def backend_installed(module: str) -> bool:
+    """Whether an optional runtime (onnxruntime, openvino) is importable here, without importing it."""
     import importlib.util
 
     return importlib.util.find_spec(module) is not None

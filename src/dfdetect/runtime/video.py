@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from dfdetect.core.labels import verdict
-from dfdetect.faces.detect import _cv2
+from dfdetect.faces.detect import opencv
 from dfdetect.faces.predict import MIN_FACE
 from dfdetect.runtime.pipeline import predict_faces
 
@@ -56,7 +56,7 @@ class VideoResult:
 def _frame_rows(
     det: Any, path: Path, every_s: float, thr: float, min_face: int, align: bool = True
 ) -> tuple[list[dict], float, int]:
-    cv2 = _cv2()
+    cv2 = opencv()
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"{path}: OpenCV cannot open this video")
