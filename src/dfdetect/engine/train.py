@@ -335,29 +335,13 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history = state["history"]
-        best_auc, best_loss, best_epoch, stale = (
-            state["best_auc"],
-            state["best_loss"],
-            state["best_epoch"],
-            state["stale"],
-        )
+        best_auc, best_loss, best_epoch, stale = (state[k] for k in ("best_auc", "best_loss", "best_epoch", "stale"))
         bad_train, bad_valid = set(state["bad_train"]), set(state["bad_valid"])
         start_epoch = state["epoch"] + 1
     train_ds.known_bad.update(bad_train)  # each bad file is logged once per run, not once per epoch
     valid_ds.known_bad.update(bad_valid)
-    ema = None
-    if cfg.ema > 0:
-        from timm.utils import ModelEmaV3
-
-        ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
-        if state is not None and "ema" in state:
-            ema.module.load_state_dict(state["ema"])
+    ema, teachers = _ema_and_teachers(model, cfg, state, device)
     net = _wrap_ddp(model, ctx, device)
-    teachers = None
-    if cfg.teacher:
-        if not 0.0 <= cfg.distill_alpha <= 1.0 or cfg.distill_temperature <= 0:
-            raise ValueError("distill_alpha must be in [0, 1] and distill_temperature > 0")
-        teachers = Teachers(cfg.teacher, cfg.distill_temperature).to(device)
 
     prev_best_vloss = min((h["valid_loss"] for h in history), default=math.nan)
     for epoch in range(start_epoch, total_epochs + 1):
@@ -580,6 +564,25 @@ def _log_run(
             cfg.batch_size,
             cfg.batch_size // ctx.world_size,
         )
+
+
+def _ema_and_teachers(
+    model: nn.Module, cfg: TrainConfig, state: dict[str, Any] | None, device: torch.device
+) -> tuple[Any, Teachers | None]:
+    """The weight EMA (restored on resume) and the distillation teachers, each None when off."""
+    ema = None
+    if cfg.ema > 0:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema, use_warmup=True)
+        if state is not None and "ema" in state:
+            ema.module.load_state_dict(state["ema"])
+    teachers = None
+    if cfg.teacher:
+        if not 0.0 <= cfg.distill_alpha <= 1.0 or cfg.distill_temperature <= 0:
+            raise ValueError("distill_alpha must be in [0, 1] and distill_temperature > 0")
+        teachers = Teachers(cfg.teacher, cfg.distill_temperature).to(device)
+    return ema, teachers
 
 
 def _wrap_ddp(model: nn.Module, ctx: D.DistContext, device: torch.device) -> nn.Module:
