@@ -167,3 +167,16 @@ def test_the_readme_layout_matches_the_tree() -> None:
     folders = sorted(p.name for p in PKG.iterdir() if (p / "__init__.py").is_file())
     assert listed == list(LAYERS), "README Layout rows must be the layers, bottom first"
     assert sorted(listed) == folders, f"package folders {folders} vs README {listed}"
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    leaks = []
+    for name, path in _modules().items():
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("dfdetect") and n.module != name:
+                leaks += [
+                    f"{name}: from {n.module} import {a.name}"
+                    for a in n.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
+    assert not leaks, "\n".join(leaks)
