@@ -373,6 +373,15 @@ def test_evaluate_takes_an_exported_onnx_model(tiny_run, tiny_data, tmp_path):
         assert out["pt"][k] == pytest.approx(out["onnx"][k], abs=1e-6), k
 
 
+def test_evaluate_passes_backend_and_precision_on(tiny_run, tiny_data, tmp_path):
+    """evaluate runs the model on the backend and precision asked for, as predict does (it once ignored both)."""
+    args = ["evaluate", str(tiny_run / "best.pt"), "--data", str(tiny_data), "--workers", "0", "-o", str(tmp_path)]
+    r = runner.invoke(app, [*args, "--backend", "onnx", "--precision", "bf16"])
+    assert r.exit_code == 2 and "runs on the openvino backend only" in r.output, r.output
+    r = runner.invoke(app, [*args, "--precision", "fp8"])
+    assert r.exit_code == 2 and "precision must be one of" in r.output, r.output
+
+
 @pytest.mark.parametrize("bad", ["1.5", "-0.1", "nan"])
 def test_threshold_must_be_a_probability(bad):
     r = runner.invoke(app, ["predict", "x.jpg", "--threshold", bad])

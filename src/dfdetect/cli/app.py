@@ -249,6 +249,8 @@ def evaluate(
                 workers,
                 n_boot=bootstrap,
                 parts=parts,
+                backend=backend,
+                precision=precision,
             )
         except EXPECTED_ERRORS as e:
             fail(str(e))

@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -316,72 +317,34 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
     _log_run(run_dir, spec, device, train_ds, valid_ds, len(by_split["test"]), data_config, cfg, ctx)
 
     total_epochs = cfg.warmup_epochs + cfg.epochs
-    history: list[dict[str, Any]] = []
-    best_auc, best_loss, best_epoch, stale, start_epoch = -1.0, math.inf, 0, 0, 1
-    bad_train: set[int] = set()
-    bad_valid: set[int] = set()
     # --freeze-backbone: every epoch is a head-only ("warmup") epoch; the backbone never trains.
     frozen_run = bool(cfg.model.freeze_backbone)
     phase = "warmup" if cfg.warmup_epochs > 0 or frozen_run else "finetune"
-    freeze_backbone(model, phase == "warmup")
-    opt = _optimizer(model, cfg, phase)
-    sched = _scheduler(opt, cfg, phase)
+    progress, start_epoch = _Progress(), 1
     if state is not None:
         model.load_state_dict(state["model"])
-        phase = state["phase"]
-        freeze_backbone(model, phase == "warmup")
-        opt = _optimizer(model, cfg, phase)
-        sched = _scheduler(opt, cfg, phase)
+        phase, progress, start_epoch = state["phase"], _Progress.from_state(state), state["epoch"] + 1
+    opt, sched = _phase_setup(model, cfg, phase)
+    if state is not None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        history = state["history"]
-        best_auc, best_loss, best_epoch, stale = (state[k] for k in ("best_auc", "best_loss", "best_epoch", "stale"))
-        bad_train, bad_valid = set(state["bad_train"]), set(state["bad_valid"])
-        start_epoch = state["epoch"] + 1
-    train_ds.known_bad.update(bad_train)  # each bad file is logged once per run, not once per epoch
-    valid_ds.known_bad.update(bad_valid)
+    train_ds.known_bad.update(progress.bad_train)  # each bad file is logged once per run, not once per epoch
+    valid_ds.known_bad.update(progress.bad_valid)
     ema, teachers = _ema_and_teachers(model, cfg, state, device)
     net = _wrap_ddp(model, ctx, device)
 
-    prev_best_vloss = min((h["valid_loss"] for h in history), default=math.nan)
     for epoch in range(start_epoch, total_epochs + 1):
         if phase == "warmup" and epoch > cfg.warmup_epochs and not frozen_run:
             phase = "finetune"
-            freeze_backbone(model, False)
-            opt = _optimizer(model, cfg, phase)
-            sched = _scheduler(opt, cfg, phase)
+            opt, sched = _phase_setup(model, cfg, phase)
             net = _wrap_ddp(model, ctx, device)  # DDP's gradient buckets cover the parameters that now train
-        # Order: a function of (seed, epoch), the same on every rank and for any rank count.
-        # Augmentation / dropout RNG: per rank (rank 0 draws what a single process draws).
-        epoch_seed = cfg.seed * 1000 + epoch
-        rank_seed = epoch_seed + 1_000_003 * ctx.rank
-        torch.manual_seed(rank_seed)
-        np.random.seed(rank_seed % 2**32)
         t0 = time.perf_counter()
-        sampler = DistributedSampler(
-            train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed * 1000
+        tr_loss, tr_acc, n_seen, bad = _train_epoch(
+            model, net, train_ds, opt, cfg, phase, epoch, local_batch, device, ctx, ema, teachers, data_config
         )
-        sampler.set_epoch(epoch)
-        loader = make_loader(train_ds, local_batch, True, cfg.data.num_workers, seed=rank_seed, sampler=sampler)
-        tr_loss, tr_acc, n_seen, bad = train_one_epoch(
-            model,
-            loader,
-            opt,
-            device,
-            cfg,
-            phase == "warmup",
-            cfg.max_steps_per_epoch,
-            desc=f"epoch {epoch}/{total_epochs} {phase}",
-            ema=ema,
-            step0=(epoch - 1) * len(loader),
-            ctx=ctx,
-            net=net,
-            teachers=teachers,
-            data_config=data_config,
-        )
-        bad_train.update(bad)
+        progress.bad_train.update(bad)
         train_ds.known_bad.update(bad)
-        if n_seen == 0 and len(bad_train) >= len(train_ds):
+        if n_seen == 0 and len(progress.bad_train) >= len(train_ds):
             raise ValueError(f"none of the {len(train_ds)} training images could be loaded (see the warnings above)")
         train_seconds = time.perf_counter() - t0
         # With EMA on, the averaged weights are what we validate, select and ship.
@@ -389,7 +352,7 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
         val = D.score_sharded(
             eval_model, valid_ds, local_batch * 2, cfg.data.num_workers, device, cfg.amp, "valid", ctx
         )
-        bad_valid.update(val["bad"])
+        progress.bad_valid.update(val["bad"])
         valid_ds.known_bad.update(val["bad"])
         vm = compute_metrics(val["labels"], val["scores"], 0.5)
         lr = opt.param_groups[0]["lr"]
@@ -397,12 +360,6 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
             sched.step(val["loss"])
         else:
             sched.step()
-        next_lr = opt.param_groups[0]["lr"]
-        improvement = (
-            (prev_best_vloss - val["loss"]) / prev_best_vloss * 100 if prev_best_vloss == prev_best_vloss else math.nan
-        )
-        prev_best_vloss = min(prev_best_vloss, val["loss"]) if prev_best_vloss == prev_best_vloss else val["loss"]
-        seconds = time.perf_counter() - t0
         row = {
             "epoch": epoch,
             "phase": phase,
@@ -412,43 +369,144 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
             "valid_acc": vm["accuracy"],
             "valid_f1": vm["f1"],
             "valid_auc": vm["roc_auc"],
-            "v_loss_improvement_pct": improvement,
+            "v_loss_improvement_pct": progress.v_loss_improvement(val["loss"]),
             "lr": lr,
-            "next_lr": next_lr,
-            "seconds": seconds,
+            "next_lr": opt.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
             "images_per_s": n_seen / max(train_seconds, 1e-9),
         }
-        history.append(row)
         log.info(_format_row(row))
         # Every rank holds the same gathered validation result, so these decisions agree across ranks.
         auc = vm["roc_auc"] if not math.isnan(vm["roc_auc"]) else vm["accuracy"]
-        improved = auc > best_auc or (auc == best_auc and val["loss"] < best_loss)
-        if improved:
-            best_auc, best_loss, best_epoch, stale = auc, val["loss"], epoch, 0
-            if ctx.is_main:
-                slim = _slim_checkpoint(eval_model, cfg, data_config, spec.timm_name, split_hash, epoch, row)
-                slim["valid_scores"] = {"labels": val["labels"].tolist(), "scores": val["scores"].tolist()}
-                save_checkpoint(slim, run_dir / "best.pt")
-        else:
-            stale += 1
+        if progress.record(row, auc, val["loss"]) and ctx.is_main:
+            slim = _slim_checkpoint(eval_model, cfg, data_config, spec.timm_name, split_hash, epoch, row)
+            slim["valid_scores"] = {"labels": val["labels"].tolist(), "scores": val["scores"].tolist()}
+            save_checkpoint(slim, run_dir / "best.pt")
         if ctx.is_main:
             resume = {"phase": phase, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
-            resume |= {"history": history, "best_auc": best_auc, "best_loss": best_loss, "best_epoch": best_epoch}
-            resume |= {"stale": stale, "bad_train": sorted(bad_train), "bad_valid": sorted(bad_valid)}
-            last = _slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row) | resume
-            _save_last(last, ema, ctx, run_dir / "last.pt")
-            _write_history(history, run_dir / "history.csv")
-            _plot_curves(history, run_dir / "curves.png", best_epoch)
+            last = _slim_checkpoint(model, cfg, data_config, spec.timm_name, split_hash, epoch, row)
+            _save_last(last | resume | progress.to_state(), ema, ctx, run_dir / "last.pt")
+            _write_history(progress.history, run_dir / "history.csv")
+            _plot_curves(progress.history, run_dir / "curves.png", progress.best_epoch)
         D.barrier(ctx)  # last.pt is complete before any rank can be stopped (and resumed) past this epoch
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
+        stale = progress.stale
         if (phase == "finetune" or frozen_run) and cfg.early_stopping and stale >= cfg.early_stopping:
-            log.info("early stopping: no better validation AUC for %d epochs (best epoch %d)", stale, best_epoch)
+            log.info(
+                "early stopping: no better validation AUC for %d epochs (best epoch %d)", stale, progress.best_epoch
+            )
             break
 
     return _finish(
-        run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash, ctx
+        run_dir,
+        cfg,
+        by_split,
+        train_ds,
+        valid_ds,
+        progress.bad_train,
+        progress.bad_valid,
+        progress.best_epoch,
+        device,
+        split_hash,
+        ctx,
     )
+
+
+def _train_epoch(
+    model: nn.Module,
+    net: nn.Module,
+    train_ds: ImageDataset,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    phase: str,
+    epoch: int,
+    local_batch: int,
+    device: torch.device,
+    ctx: D.DistContext,
+    ema: Any,
+    teachers: Teachers | None,
+    data_config: dict[str, Any],
+) -> tuple[float, float, int, set[int]]:
+    """One epoch over this rank's shard of the training set: (loss, accuracy, images seen, unreadable indices)."""
+    # Order: a function of (seed, epoch), the same on every rank and for any rank count.
+    # Augmentation / dropout RNG: per rank (rank 0 draws what a single process draws).
+    epoch_seed = cfg.seed * 1000 + epoch
+    rank_seed = epoch_seed + 1_000_003 * ctx.rank
+    torch.manual_seed(rank_seed)
+    np.random.seed(rank_seed % 2**32)
+    sampler = DistributedSampler(
+        train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=cfg.seed * 1000
+    )
+    sampler.set_epoch(epoch)
+    loader = make_loader(train_ds, local_batch, True, cfg.data.num_workers, seed=rank_seed, sampler=sampler)
+    return train_one_epoch(
+        model,
+        loader,
+        opt,
+        device,
+        cfg,
+        phase == "warmup",
+        cfg.max_steps_per_epoch,
+        desc=f"epoch {epoch}/{cfg.warmup_epochs + cfg.epochs} {phase}",
+        ema=ema,
+        step0=(epoch - 1) * len(loader),
+        ctx=ctx,
+        net=net,
+        teachers=teachers,
+        data_config=data_config,
+    )
+
+
+@dataclass
+class _Progress:
+    """What a run has learnt so far, beyond the weights: saved in last.pt, restored by --resume."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_auc: float = -1.0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    stale: int = 0  # epochs since the best one (early stopping)
+    bad_train: set[int] = field(default_factory=set)
+    bad_valid: set[int] = field(default_factory=set)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Progress:
+        keys = ("history", "best_auc", "best_loss", "best_epoch", "stale")
+        return cls(**{k: state[k] for k in keys}, bad_train=set(state["bad_train"]), bad_valid=set(state["bad_valid"]))
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain types only, so last.pt loads with ``weights_only=True``."""
+        return {
+            "history": self.history,
+            "best_auc": self.best_auc,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "stale": self.stale,
+            "bad_train": sorted(self.bad_train),
+            "bad_valid": sorted(self.bad_valid),
+        }
+
+    def v_loss_improvement(self, valid_loss: float) -> float:
+        """The paper's "V_loss improvement %": against the best validation loss of the epochs before (NaN first)."""
+        prev = min((h["valid_loss"] for h in self.history), default=math.nan)
+        return (prev - valid_loss) / prev * 100 if prev == prev else math.nan
+
+    def record(self, row: dict[str, Any], auc: float, valid_loss: float) -> bool:
+        """Add the epoch's row; True when it is the best so far (higher AUC, ties broken by lower loss)."""
+        self.history.append(row)
+        if auc > self.best_auc or (auc == self.best_auc and valid_loss < self.best_loss):
+            self.best_auc, self.best_loss, self.best_epoch, self.stale = auc, valid_loss, row["epoch"], 0
+            return True
+        self.stale += 1
+        return False
+
+
+def _phase_setup(model: nn.Module, cfg: TrainConfig, phase: str) -> tuple[torch.optim.Optimizer, Any]:
+    """Freeze or unfreeze the backbone for ``phase``, and a fresh optimizer and schedule over what trains."""
+    freeze_backbone(model, phase == "warmup")
+    opt = _optimizer(model, cfg, phase)
+    return opt, _scheduler(opt, cfg, phase)
 
 
 def _split_items(
