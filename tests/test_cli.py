@@ -361,7 +361,7 @@ def test_evaluate_takes_an_exported_onnx_model(tiny_run, tiny_data, tmp_path):
                 "--device",
                 "cpu",
                 "--backend",
-                "onnx",
+                "onnx" if name == "onnx" else "torch",
                 "--out",
                 str(tmp_path / name),
             ],

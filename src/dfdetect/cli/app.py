@@ -219,7 +219,9 @@ def evaluate(
     part: list[str] | None = typer.Option(
         None, "--part", help="Also report a union of manifest folders: NAME=FOLDER+FOLDER (repeatable)."
     ),
-    backend: str = typer.Option("auto", help="For .onnx models: auto | onnx | openvino."),
+    backend: str = typer.Option(
+        "auto", help="auto | torch | onnx | openvino, as in predict (.onnx files run on onnx or openvino)."
+    ),
     precision: str = typer.Option("fp32", help="fp32 | bf16 (OpenVINO; measures the reduced precision's effect)."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:

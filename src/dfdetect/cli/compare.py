@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import fail, given_settings, setup_logging
+from dfdetect.cli.common import EXPECTED_ERRORS, fail, given_settings, setup_logging
 
 COMPARE_ONLY_FLAGS = (
     "models", "out", "config", "runs", "checkpoint", "ensembles", "ensemble_of", "manifest",
@@ -117,7 +117,7 @@ def compare_cmd(
             ensemble_of=members,
             manifest=manifest,
         )
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
+    except EXPECTED_ERRORS as e:
         fail(str(e))
     typer.echo((out / "table.md").read_text())
     plot = out / "pareto.png"

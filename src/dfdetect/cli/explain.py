@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import device_option, fail, setup_logging
+from dfdetect.cli.common import EXPECTED_ERRORS, device_option, fail, setup_logging
 
 
 def explain_cmd(
@@ -54,7 +54,6 @@ def explain_cmd(
     from tqdm.auto import tqdm
 
     from dfdetect.data.io import ImageLoadError, open_image
-    from dfdetect.models.checkpoint import CheckpointError
 
     try:
         from dfdetect.analysis.explain import (
@@ -88,7 +87,7 @@ def explain_cmd(
     except FileNotFoundError as e:
         hint = "" if model else " (pass --model CKPT, a .pt from `dfdetect train` or a .safetensors)"
         fail(f"{e}{hint}")
-    except (CheckpointError, ValueError, RuntimeError) as e:
+    except EXPECTED_ERRORS as e:
         fail(str(e))
     out.mkdir(parents=True, exist_ok=True)
 

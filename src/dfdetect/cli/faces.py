@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import fail, setup_logging, threshold_option
+from dfdetect.cli.common import EXPECTED_ERRORS, fail, setup_logging, threshold_option
 
 
 def faces_cmd(
@@ -27,13 +27,12 @@ def faces_cmd(
     """Find every face, score each with training-matched framing; the most suspicious face decides per image."""
 
     setup_logging()
-    from dfdetect.faces import FacesUnavailable
     from dfdetect.runtime.detector import Detector
 
     try:
         det = Detector.load(model, backend=backend)
         preds = det.predict(paths, threshold=threshold, faces=True, min_face=min_face, align=align)
-    except (FileNotFoundError, FacesUnavailable, ValueError, RuntimeError) as e:
+    except EXPECTED_ERRORS as e:
         fail(str(e))
     for p in preds:
         if as_json:
@@ -70,7 +69,6 @@ def video_cmd(
     """Score videos: face mode on frames sampled at --fps; per video the mean/max face score and fake-frame share."""
 
     setup_logging()
-    from dfdetect.faces import FacesUnavailable
     from dfdetect.runtime.detector import Detector
     from dfdetect.runtime.video import analyze_video
 
@@ -102,7 +100,7 @@ def video_cmd(
                 )
                 for w in r.warnings:
                     typer.echo(f"  warning: {w}")
-    except (FacesUnavailable, ValueError, RuntimeError, FileNotFoundError) as e:
+    except EXPECTED_ERRORS as e:
         fail(str(e))
     if not any(r.error is None and r.mean_score is not None for r in results):
         raise typer.Exit(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from dfdetect.cli.common import device_option, fail, setup_logging
+from dfdetect.cli.common import EXPECTED_ERRORS, device_option, fail, setup_logging
 
 
 def _files(paths: list[str]) -> list[Path]:
@@ -89,7 +89,6 @@ def report(
     files = _files(paths)
     det = None
     if not no_model:
-        from dfdetect.models.checkpoint import CheckpointError
         from dfdetect.runtime.detector import Detector
 
         backend = "onnx" if model is not None and model.suffix == ".onnx" else "torch"
@@ -98,7 +97,7 @@ def report(
         except FileNotFoundError as e:
             hint = " (pass --model CKPT, or --no-model for forensics only)" if model is None else ""
             fail(f"{e}{hint}")
-        except (CheckpointError, ValueError, RuntimeError) as e:
+        except EXPECTED_ERRORS as e:
             fail(str(e))
     if faces and det is not None:
         from dfdetect.faces import faces_available

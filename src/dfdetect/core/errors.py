@@ -11,3 +11,7 @@ from __future__ import annotations
 
 class DfdetectError(Exception):
     """A failure with a message meant for the user (bad input, config, weights or environment)."""
+
+
+class UnsupportedError(DfdetectError, RuntimeError):
+    """A request the loaded model or backend cannot serve (e.g. a CAM from an ONNX model): ask differently."""

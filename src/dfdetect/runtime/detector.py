@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dfdetect.core.errors import UnsupportedError
 from dfdetect.core.scores import softmax_fake
 from dfdetect.data.io import to_rgb
 from dfdetect.data.preprocess import preprocess
@@ -318,7 +319,7 @@ class Detector:
     def model(self) -> Any:
         """The torch module (torch backend only): for CAMs and feature maps."""
         if not isinstance(self.backend, TorchBackend):
-            raise RuntimeError("this detector runs on ONNX Runtime; load a .pt/.safetensors for the torch model")
+            raise UnsupportedError("this detector runs on ONNX Runtime; load a .pt/.safetensors for the torch model")
         return self.backend.model
 
     def preprocess(self, img: Image.Image) -> np.ndarray:

@@ -27,9 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dfdetect.core.errors import DfdetectError
 from dfdetect.core.text import csv_safe
 
 log = logging.getLogger(__name__)
+
+
+class SchemaError(DfdetectError, RuntimeError):
+    """The scan database was written by a newer dfdetect (its schema is unknown here)."""
 
 
 def _v1(conn: sqlite3.Connection) -> None:
@@ -133,7 +138,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     try:
         current = schema_version(conn)
         if current > SCHEMA_VERSION:
-            raise RuntimeError(
+            raise SchemaError(
                 f"scan database schema version {current} is newer than this dfdetect supports ({SCHEMA_VERSION})"
             )
         for version in range(current, SCHEMA_VERSION):
