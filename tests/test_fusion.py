@@ -25,7 +25,11 @@ def test_head_shapes_gradients_and_surface(head):
     assert logits.shape == (2, 2)
     logits.sum().backward()
     head_params = dict(model.get_classifier().named_parameters())
-    assert head_params and all(p.grad is not None and p.grad.abs().sum() > 0 for p in head_params.values())
+    assert head_params and all(p.grad is not None for p in head_params.values())
+    # attnpool's score bias shifts every position's score alike, and a softmax is shift-invariant: its gradient is
+    # zero up to rounding (exactly 0.0 on some CPUs), so it is the one parameter not asked to have one.
+    learning = {n: p for n, p in head_params.items() if n != "score.bias"}
+    assert all(p.grad.abs().sum() > 0 for p in learning.values()), [n for n, p in learning.items() if not p.grad.any()]
     feats = model.forward_features(x)
     assert feats.ndim == 4 and model.forward_head(feats).shape == (2, 2)
     # Grad-CAM's target layer lookup and the head-only warm-up still work on the wrapper.
