@@ -56,3 +56,16 @@ $PY -m dfdetect robustness "$W/default.onnx" --data "$DATA" --manifest "$OUT/rob
 
 # 6. The learning curve (cheaper recipe: 128 px, ImageNet init, ~8k images seen per size).
 $PY experiments/learning_curve/run.py --manifest "$W/split.csv" --data "$DATA" --out runs/learning_curve
+
+# 7. (optional, CONTINUE=1) The second half of the stopped 6-epoch schedule, continued from the shipped v2 weights
+#    (the stopped run's optimizer state was lost with its machine): 3 epochs, cosine from lr 1e-4, fp32
+#    channels-last (--no-amp: on a Sapphire Rapids CPU bf16 autocast trained slower than fp32, README).
+if [ "${CONTINUE:-0}" = 1 ] && [ ! -f "$OUT/ft15k-cont/summary.json" ]; then
+  cp "$W/default.safetensors" "$OUT/default-v2.safetensors"
+  # shellcheck disable=SC2086
+  $PY -m dfdetect train --data "$DATA" --manifest "$W/split.csv" --model efficientnet_lite0 \
+    --weights "$OUT/default-v2.safetensors" --img-size 256 --resize 256 --warmup-epochs 0 --epochs 3 \
+    --lr 1e-4 --scheduler cosine --label-smoothing 0.1 --batch-size 32 --jpeg-prob 0.2 --blur-prob 0.1 \
+    --ema 0.998 --early-stopping 0 --threshold eer --bootstrap 200 --workers 1 --cache --seed 1 \
+    --out "$OUT" --name ft15k-cont --no-amp $EXTRA
+fi
