@@ -391,26 +391,12 @@ def _fit(cfg: TrainConfig, state, run_dir, on_epoch_end, ctx: D.DistContext, dev
         D.barrier(ctx)  # last.pt is complete before any rank can be stopped (and resumed) past this epoch
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
-        stale = progress.stale
-        if (phase == "finetune" or frozen_run) and cfg.early_stopping and stale >= cfg.early_stopping:
-            log.info(
-                "early stopping: no better validation AUC for %d epochs (best epoch %d)", stale, progress.best_epoch
-            )
+        if (phase == "finetune" or frozen_run) and cfg.early_stopping and progress.stale >= cfg.early_stopping:
+            stale, best = progress.stale, progress.best_epoch
+            log.info("early stopping: no better validation AUC for %d epochs (best epoch %d)", stale, best)
             break
 
-    return _finish(
-        run_dir,
-        cfg,
-        by_split,
-        train_ds,
-        valid_ds,
-        progress.bad_train,
-        progress.bad_valid,
-        progress.best_epoch,
-        device,
-        split_hash,
-        ctx,
-    )
+    return _finish(run_dir, cfg, by_split, train_ds, valid_ds, progress, device, split_hash, ctx)
 
 
 def _train_epoch(
@@ -673,9 +659,7 @@ def _slim_checkpoint(model, cfg: TrainConfig, data_config, timm_name, split_hash
     }
 
 
-def _finish(
-    run_dir, cfg, by_split, train_ds, valid_ds, bad_train, bad_valid, best_epoch, device, split_hash, ctx=None
-) -> Path:
+def _finish(run_dir, cfg, by_split, train_ds, valid_ds, progress: _Progress, device, split_hash, ctx=None) -> Path:
     """Pick the threshold on validation, evaluate best.pt on the test split, write the bad-file list."""
     ctx = ctx or D.DistContext()
     if ctx.is_main:
@@ -688,10 +672,12 @@ def _finish(
     if not ctx.is_main:
         best = load_checkpoint(run_dir / "best.pt")
 
-    bad_paths = sorted({str(train_ds.path(i)) for i in bad_train} | {str(valid_ds.path(i)) for i in bad_valid})
+    bad_paths = sorted(
+        {str(train_ds.path(i)) for i in progress.bad_train} | {str(valid_ds.path(i)) for i in progress.bad_valid}
+    )
     summary: dict[str, Any] = {
         "run": str(run_dir),
-        "best_epoch": best_epoch,
+        "best_epoch": progress.best_epoch,
         "threshold": best["threshold"],
         "split_sha256": split_hash,
         "skipped_files": len(bad_paths),
