@@ -881,6 +881,7 @@ def test_connections_that_send_no_request_head_are_closed(monkeypatch):
     seen: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: seen.update(kw, target=target))
     flags = ["--timeout-keep-alive", "7", "--max-request-mpx", "100", "--max-concurrent-decodes", "3"]
+    flags += ["--max-files", "4", "--timeout-body", "12.5"]
     r = CliRunner().invoke(cli, ["serve", *flags])
     assert r.exit_code == 0, r.output
     assert seen["target"] == "dfdetect.serve.api:app_from_env" and seen["timeout_keep_alive"] == 7
@@ -890,6 +891,7 @@ def test_connections_that_send_no_request_head_are_closed(monkeypatch):
 
     kw = settings_from_env()
     assert kw["max_request_mpx"] == 100 and kw["max_concurrent_decodes"] == 3
+    assert kw["max_files"] == 4 and kw["body_timeout_s"] == 12.5
 
 
 def test_stalled_body_is_408(monkeypatch):
@@ -900,7 +902,6 @@ def test_stalled_body_is_408(monkeypatch):
 
     from dfdetect.serve import uploads
 
-    monkeypatch.setattr(uploads, "BODY_STALL_SECONDS", 0.2)
     sent = []
 
     async def receive():
@@ -913,7 +914,7 @@ def test_stalled_body_is_408(monkeypatch):
 
     async def read():
         with pytest.raises(HTTPException) as e:
-            await uploads.read_multipart(Request(scope, receive), 1024, 1)
+            await uploads.read_multipart(Request(scope, receive), 1024, 1, stall_s=0.2)
         return e.value.status_code
 
     assert asyncio.run(asyncio.wait_for(read(), 10)) == 408
@@ -1003,3 +1004,16 @@ def test_a_foreign_sqlite_file_is_refused_and_left_alone(tmp_path):
         assert db.version == SCHEMA_VERSION
     with ScanDB(empty) as db:  # and reopens as ours
         assert db.count() == 0
+
+
+def test_a_uvicorn_without_the_protocol_internals_still_serves(monkeypatch, caplog):
+    """HeadTimeoutProtocol builds on uvicorn's internal H11Protocol: on a uvicorn that changed it, `dfdetect serve`
+    falls back to uvicorn's own h11 protocol and says what is missing, instead of failing to start."""
+    from dfdetect.serve import protocol
+
+    assert protocol.head_timeout_supported()  # the locked uvicorn has everything it uses
+    monkeypatch.setattr(protocol, "H11Protocol", type("H11Protocol", (), {"connection_made": lambda self, t: None}))
+    with caplog.at_level("WARNING", logger="dfdetect.serve.protocol"):
+        opts = protocol.uvicorn_options(5)
+    assert opts["http"] == "h11" and opts["timeout_keep_alive"] == 5
+    assert "timeout_keep_alive_handler" in caplog.text and "connection_made" not in caplog.text.split("lacks")[1]

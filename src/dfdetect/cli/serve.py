@@ -55,6 +55,10 @@ def serve(
     max_concurrent_decodes: int = typer.Option(
         0, help="Images decoded at once across all requests (0 = one per CPU core)."
     ),
+    max_files: int = typer.Option(32, help="Files per request (more get 413)."),
+    timeout_body: float = typer.Option(
+        30.0, help="Seconds a request body may send nothing before it is answered 408 (slow uploads still pass)."
+    ),
     cors: list[str] | None = typer.Option(
         None, "--cors", help="Allow browser calls from this origin (repeatable). Off by default."
     ),
@@ -105,6 +109,10 @@ def serve(
         fail("--max-upload-mb must be positive")
     if max_request_mpx <= 0:
         fail("--max-request-mpx must be positive")
+    if max_files < 1:
+        fail("--max-files must be at least 1")
+    if not timeout_body > 0:
+        fail("--timeout-body must be positive")
     if max_concurrent_decodes < 0:
         fail("--max-concurrent-decodes must be 0 (one per CPU core) or more")
     loopback = host in ("127.0.0.1", "localhost", "::1")
@@ -131,6 +139,8 @@ def serve(
         "DFDETECT_SERVE_ALLOWED_HOSTS": ",".join(hosts),
         "DFDETECT_SERVE_MAX_REQUEST_MPX": str(max_request_mpx),
         "DFDETECT_SERVE_MAX_CONCURRENT_DECODES": str(max_concurrent_decodes),
+        "DFDETECT_SERVE_MAX_FILES": str(max_files),
+        "DFDETECT_SERVE_BODY_TIMEOUT": str(timeout_body),
     }
     os.environ.update(env)
     _limit_malloc_arenas()

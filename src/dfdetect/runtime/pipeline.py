@@ -332,7 +332,8 @@ def predict_faces(
 # ---- the pipeline --------------------------------------------------------------------------------------------
 @dataclass
 class _Prepared:
-    """A decoded input made ready for the forward pass (in a worker thread): its arrays and how to read them."""
+    """A decoded input made ready for the forward pass (in a worker thread): its arrays and how to read them.
+    The decoded full-resolution image is not kept (``prepare`` drops it)."""
 
     decoded: Decoded
     face_mode: bool = False
@@ -362,7 +363,12 @@ def prepare(scorer: Scorer, d: Decoded, opts: Options) -> _Prepared:
     Never raises for one file's sake: whatever a hostile or odd image makes the face search or preprocessing
     throw becomes that file's ``error``, and the rest of the batch is scored."""
     try:
-        return _prepare(scorer, d, opts)
+        p = _prepare(scorer, d, opts)
+        # What is scored from here on is p.arrays (model-input sized) and the face crops: dropping the decoded
+        # image bounds a scan's memory by the images being prepared at once (one per worker), not by the
+        # chunks loaded ahead of the forward pass (a 32-file chunk of 12 Mpx photos held ~1.2 GB).
+        d.image = None
+        return p
     except Exception as e:  # noqa: BLE001 - one bad file must not sink the batch; the record says what failed
         log.warning("could not process %s: %s: %s", d.name, type(e).__name__, e)
         d.error = f"{d.name}: could not process image ({type(e).__name__}: {e})"[:500]
@@ -395,7 +401,7 @@ def finish(scorer: Scorer, p: _Prepared, scores: Sequence[float], opts: Options)
     """Turn a prepared input and its scores into the one ``Prediction`` record."""
     d = p.decoded
     thr = scorer.threshold if opts.threshold is None else float(opts.threshold)
-    if d.error or d.image is None:
+    if d.error or not p.arrays:
         return Prediction(d.name, d.sha256, None, None, thr, scorer.model_id, d.error, mode="image")
     if not p.face_mode:
         s = float(scores[0])

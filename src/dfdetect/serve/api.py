@@ -40,7 +40,14 @@ from dfdetect.serve.routers import ROUTERS
 from dfdetect.serve.routers.page import STATIC_DIR
 from dfdetect.serve.security import guard_host_and_origin
 from dfdetect.serve.service import Service, set_threads
-from dfdetect.serve.settings import API_KEY_ENV, API_KEY_HEADER, MAX_REQUEST_MPX, ServeSettings, settings_from_env
+from dfdetect.serve.settings import (
+    API_KEY_ENV,
+    API_KEY_HEADER,
+    BODY_TIMEOUT_S,
+    MAX_REQUEST_MPX,
+    ServeSettings,
+    settings_from_env,
+)
 
 __all__ = ["MicroBatcher", "ServeSettings", "app_from_env", "create_app"]
 
@@ -64,6 +71,7 @@ def create_app(
     allowed_hosts: list[str] | None = None,
     max_request_mpx: float = MAX_REQUEST_MPX,
     max_concurrent_decodes: int | None = None,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """Build the app. The model loads in the lifespan (at server start), not here.
 
@@ -81,7 +89,7 @@ def create_app(
     Limits: ``max_upload_mb`` per file (413 while streaming), ``max_files`` per request (413),
     ``max_request_mpx`` megapixels decoded per request (declared sizes summed in upload order; the files past it
     get a per-file 413 error, the others are scored), ``max_concurrent_decodes`` images decoded at once across all
-    requests (None: one per CPU core).
+    requests (None: one per CPU core), ``body_timeout_s`` seconds a request body may send nothing (then 408).
     """
     key = api_key if api_key is not None else (os.environ.get(API_KEY_ENV) or None)
     settings = ServeSettings(
@@ -100,6 +108,7 @@ def create_app(
         allowed_hosts=list(allowed_hosts or []),
         max_request_mpx=float(max_request_mpx),
         max_concurrent_decodes=max_concurrent_decodes,
+        body_timeout_s=float(body_timeout_s),
     )
     app = FastAPI(
         title="dfdetect",

@@ -77,8 +77,8 @@ def decode_upload(up: Upload, refused: str | None = None) -> tuple[Received, pip
 
 def prepare_upload(up: Upload, scorer: Any, opts: pipeline.Options, refused: str | None = None) -> tuple[Received, Any]:
     """One upload through the pipeline's preparation (in a worker thread): decode, whole image or faces, crops,
-    arrays. The decoded image stays with the prepared input until ``pipeline.finish`` (it tells a decoded input
-    from a failed one by it)."""
+    arrays. The decoded full-resolution image is dropped once the arrays are made (``pipeline.prepare``), so a
+    request waiting for the batcher holds model-input-sized arrays, not its decoded uploads."""
     r, d = decode_upload(up, refused)
     prepared = pipeline.prepare(scorer, d, opts)
     if d.error and not r.error:  # the face search or preprocessing failed on this file

@@ -12,10 +12,17 @@ checking sizes as they stream in.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+except ImportError:  # a uvicorn that moved its h11 protocol: serve with uvicorn's own (see uvicorn_options)
+    H11Protocol = object  # type: ignore[assignment,misc]
+
+log = logging.getLogger(__name__)
 
 TIMEOUT_KEEP_ALIVE = 5
 """Seconds a connection may wait before its request head is complete (uvicorn's keep-alive default)."""
@@ -61,10 +68,31 @@ class HeadTimeoutProtocol(H11Protocol):
             self.timeout_keep_alive_handler()  # closes the connection, as an idle keep-alive one
 
 
+USES = ("connection_made", "data_received", "on_response_complete", "connection_lost", "timeout_keep_alive_handler")
+"""The members of uvicorn's ``H11Protocol`` that ``HeadTimeoutProtocol`` overrides or calls (checked at start)."""
+
+
+def head_timeout_supported() -> bool:
+    """Whether this uvicorn's h11 protocol still has what ``HeadTimeoutProtocol`` builds on (uvicorn does not
+    promise it: it is an internal class)."""
+    return H11Protocol is not object and all(callable(getattr(H11Protocol, m, None)) for m in USES)
+
+
 def uvicorn_options(timeout_keep_alive: float = TIMEOUT_KEEP_ALIVE) -> dict[str, Any]:
-    """What ``dfdetect serve`` gives ``uvicorn.run`` / ``uvicorn.Config`` besides the app, host and port."""
+    """What ``dfdetect serve`` gives ``uvicorn.run`` / ``uvicorn.Config`` besides the app, host and port.
+
+    On a uvicorn whose h11 protocol lacks what ``HeadTimeoutProtocol`` needs, the server still starts, on uvicorn's
+    own h11 protocol (idle connections then time out only after a response), and says so in its log."""
+    http = f"{HeadTimeoutProtocol.__module__}:{HeadTimeoutProtocol.__qualname__}"
+    if not head_timeout_supported():
+        log.warning(
+            "this uvicorn's h11 protocol lacks %s: serving without the request-head deadline "
+            "(connections that send nothing are closed only by uvicorn's own keep-alive timeout)",
+            ", ".join(m for m in USES if H11Protocol is object or not callable(getattr(H11Protocol, m, None))),
+        )
+        http = "h11"
     return {
-        "http": f"{HeadTimeoutProtocol.__module__}:{HeadTimeoutProtocol.__qualname__}",
+        "http": http,
         "timeout_keep_alive": timeout_keep_alive,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         "server_header": False,

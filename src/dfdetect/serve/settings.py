@@ -10,15 +10,19 @@ from pathlib import Path
 from typing import Any
 
 API_KEY_ENV = "DFDETECT_API_KEY"
+BODY_TIMEOUT_S = 30.0
+"""Default seconds a request body may send nothing before it is answered 408 (the request head has its own
+deadline: ``serve.protocol``)."""
 API_KEY_HEADER = "X-API-Key"
 ENV_PREFIX = "DFDETECT_SERVE_"
 
 MAX_REQUEST_MPX = 256.0
 """Default decode budget of one request in megapixels: the sum of the sizes the headers of the images it decodes
 declare. A request holds its decoded images until it is scored (3 bytes a pixel: 256 Mpx is ~770 MB), so the
-budget is what bounds one request's memory: 32 photos of 8 Mpx or 21 of 12 Mpx fit, while the per-file limit alone
-(``dfdetect.data.io.MAX_PIXELS``, ~89 Mpx) would let 32 small PNGs declare 2.9 Gpx (~8.6 GB, tens of seconds of
-CPU). Files past the budget get a per-file error (413), the others are scored."""
+budget bounds one request's decoding work: 32 photos of 8 Mpx or 21 of 12 Mpx fit, while the per-file limit alone
+(``dfdetect.data.io.MAX_PIXELS``, ~89 Mpx) would let 32 small PNGs of a few kB declare 2.9 Gpx (tens of seconds of
+CPU). Memory is bounded by the decode slots: a decoded image is dropped once its model-input arrays are made.
+Files past the budget get a per-file error (413), the others are scored."""
 
 
 def default_decodes() -> int:
@@ -36,6 +40,7 @@ class ServeSettings:
     api_key: str | None = None
     max_upload_mb: float = 20.0
     max_files: int = 32
+    """Files per request; more get 413."""
     cors_origins: list[str] | None = None
     store_images: bool | str | Path = False
     device: str = "auto"
@@ -49,6 +54,8 @@ class ServeSettings:
     """Decode budget of one request (megapixels, declared sizes summed in upload order); files past it get 413."""
     max_concurrent_decodes: int | None = None
     """Images decoded (and prepared) at once across all requests; None: one per CPU core."""
+    body_timeout_s: float = BODY_TIMEOUT_S
+    """Seconds a request body may send nothing; then 408."""
 
     @property
     def max_file_bytes(self) -> int:
@@ -80,6 +87,7 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "model": ("MODEL", str, None),
     "db": ("DB", str, "dfdetect-scans.db"),
     "max_upload_mb": ("MAX_UPLOAD_MB", float, 20.0),
+    "max_files": ("MAX_FILES", int, 32),
     "cors_origins": ("CORS", _split, None),
     "store_images": ("STORE_IMAGES", str, False),
     "device": ("DEVICE", str, "auto"),
@@ -90,6 +98,7 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "allowed_hosts": ("ALLOWED_HOSTS", _split, None),
     "max_request_mpx": ("MAX_REQUEST_MPX", float, MAX_REQUEST_MPX),
     "max_concurrent_decodes": ("MAX_CONCURRENT_DECODES", lambda v: int(v) or None, None),
+    "body_timeout_s": ("BODY_TIMEOUT", float, BODY_TIMEOUT_S),
 }
 """How ``dfdetect serve`` hands its options to every worker process (``app_from_env``)."""
 

@@ -19,14 +19,12 @@ from fastapi import HTTPException, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from dfdetect.runtime import pipeline
+from dfdetect.serve.settings import BODY_TIMEOUT_S
 
 FILE_FIELDS = ("files", "file")
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 16
 MAX_CASE_ID_LEN = 200
-BODY_STALL_SECONDS = 30.0
-"""A request body that sends nothing for this long is answered 408 (the request head has its own deadline:
-``serve.protocol``)."""
 MAGIC = (
     (b"\xff\xd8\xff", "jpg", "image/jpeg"),
     (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
@@ -148,11 +146,13 @@ class _Collector:
             self.fields[name] = bytes(buf).decode("utf-8", "replace")
 
 
-async def read_multipart(request: Request, max_file_bytes: int, max_files: int) -> tuple[list[Upload], dict[str, str]]:
+async def read_multipart(
+    request: Request, max_file_bytes: int, max_files: int, stall_s: float = BODY_TIMEOUT_S
+) -> tuple[list[Upload], dict[str, str]]:
     """Stream a multipart/form-data body: file parts under ``files``/``file`` and small text fields.
 
     Sizes are checked while reading, so an oversize file costs at most ``max_file_bytes`` of memory
-    before the request is answered 413; nothing is spooled to disk; a body that stalls for ``BODY_STALL_SECONDS``
+    before the request is answered 413; nothing is spooled to disk; a body that sends nothing for ``stall_s`` seconds
     is answered 408. A malformed body (a boundary python-multipart
     refuses, such as one over its 256-byte limit, broken framing, a client that disconnects) is 400.
     """
@@ -170,11 +170,11 @@ async def read_multipart(request: Request, max_file_bytes: int, max_files: int) 
         chunks = request.stream()
         while True:
             try:
-                chunk = await asyncio.wait_for(anext(chunks), BODY_STALL_SECONDS)
+                chunk = await asyncio.wait_for(anext(chunks), stall_s)
             except StopAsyncIteration:
                 break
             except asyncio.TimeoutError:
-                raise HTTPException(408, f"request body stalled (nothing for {BODY_STALL_SECONDS:g} s)") from None
+                raise HTTPException(408, f"request body stalled (nothing for {stall_s:g} s)") from None
             seen += len(chunk)
             if seen > limit_total:
                 raise _TooLarge("request body too large")

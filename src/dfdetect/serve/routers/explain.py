@@ -81,7 +81,7 @@ async def explain(request: Request) -> ExplainResponse:
     crop; the answer adds the per-face rows and ``overview_png`` (the image with every face's box and score).
     """
     svc = service_of(request)
-    uploads, raw = await read_multipart(request, svc.settings.max_file_bytes, 1)
+    uploads, raw = await read_multipart(request, svc.settings.max_file_bytes, 1, svc.settings.body_timeout_s)
     if not uploads:
         raise HTTPException(422, "no file: upload one image under the multipart field name 'file'")
     form = parse_form(raw)

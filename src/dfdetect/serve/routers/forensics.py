@@ -72,7 +72,7 @@ async def forensics(request: Request) -> ForensicsResponse:
     except ImportError as e:
         why = without_paths(str(e))
         raise HTTPException(501, f"forensic analyses are not available in this installation ({why})") from None
-    uploads, raw = await read_multipart(request, svc.settings.max_file_bytes, 1)
+    uploads, raw = await read_multipart(request, svc.settings.max_file_bytes, 1, svc.settings.body_timeout_s)
     if not uploads:
         raise HTTPException(422, "no file: upload one image under the multipart field name 'file'")
     form = parse_form(raw)

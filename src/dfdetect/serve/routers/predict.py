@@ -49,7 +49,7 @@ async def predict(request: Request) -> PredictResponse:
     """
     svc = service_of(request)
     settings = svc.settings
-    uploads, raw = await read_multipart(request, settings.max_file_bytes, settings.max_files)
+    uploads, raw = await read_multipart(request, settings.max_file_bytes, settings.max_files, settings.body_timeout_s)
     if not uploads:
         raise HTTPException(422, "no files: upload images under the multipart field name 'files'")
     form = parse_form(raw)
