@@ -1017,3 +1017,31 @@ def test_a_uvicorn_without_the_protocol_internals_still_serves(monkeypatch, capl
         opts = protocol.uvicorn_options(5)
     assert opts["http"] == "h11" and opts["timeout_keep_alive"] == 5
     assert "timeout_keep_alive_handler" in caplog.text and "connection_made" not in caplog.text.split("lacks")[1]
+
+
+def test_every_serve_setting_survives_the_trip_through_the_environment():
+    """`dfdetect serve` hands its options to each worker process as DFDETECT_SERVE_* variables: each create_app
+    setting written by settings_env is read back unchanged by settings_from_env, and unset ones get the defaults."""
+    from dfdetect.serve.settings import ENV_SETTINGS, settings_env, settings_from_env
+
+    given = {
+        "model": "/m/x.onnx",
+        "db": "/tmp/s.db",
+        "max_upload_mb": 7.5,
+        "max_files": 3,
+        "cors_origins": ["http://a.example", "http://b.example"],
+        "store_images": "/tmp/imgs",
+        "device": "cpu",
+        "backend": "onnx",
+        "max_batch": 4,
+        "max_wait_ms": 1.5,
+        "threads": 2,
+        "allowed_hosts": ["box.lan"],
+        "max_request_mpx": 64.0,
+        "max_concurrent_decodes": 2,
+        "body_timeout_s": 12.5,
+    }
+    assert set(given) == set(ENV_SETTINGS)
+    assert settings_from_env(settings_env(given)) == given
+    unset = settings_from_env(settings_env({k: None for k in given}))
+    assert unset == {k: default for k, (_, _, default) in ENV_SETTINGS.items()}

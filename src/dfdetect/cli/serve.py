@@ -95,26 +95,24 @@ def serve(
 
         import dfdetect.serve.api  # noqa: F401  (fail early, with a hint, when FastAPI is missing)
         from dfdetect.serve.protocol import uvicorn_options
+        from dfdetect.serve.settings import settings_env
     except ImportError as e:
         fail(f"serving needs the 'serve' extra: pip install 'dfdetect[serve]' ({e})")
     from dfdetect.runtime.detector import shipped_name
 
     if model is not None and not model.is_file() and shipped_name(model) is None:
         fail(f"model file {model} not found (nor a shipped model name: default | large)")
-    if workers < 1:
-        fail("--workers must be at least 1")
-    if not timeout_keep_alive > 0:
-        fail("--timeout-keep-alive must be positive")
-    if max_upload_mb <= 0:
-        fail("--max-upload-mb must be positive")
-    if max_request_mpx <= 0:
-        fail("--max-request-mpx must be positive")
-    if max_files < 1:
-        fail("--max-files must be at least 1")
-    if not timeout_body > 0:
-        fail("--timeout-body must be positive")
-    if max_concurrent_decodes < 0:
-        fail("--max-concurrent-decodes must be 0 (one per CPU core) or more")
+    for valid, why in (
+        (workers >= 1, "--workers must be at least 1"),
+        (timeout_keep_alive > 0, "--timeout-keep-alive must be positive"),
+        (max_upload_mb > 0, "--max-upload-mb must be positive"),
+        (max_request_mpx > 0, "--max-request-mpx must be positive"),
+        (max_files >= 1, "--max-files must be at least 1"),
+        (timeout_body > 0, "--timeout-body must be positive"),
+        (max_concurrent_decodes >= 0, "--max-concurrent-decodes must be 0 (one per CPU core) or more"),
+    ):
+        if not valid:
+            fail(why)
     loopback = host in ("127.0.0.1", "localhost", "::1")
     if not loopback and not api_key and not insecure_no_key:
         fail(
@@ -125,24 +123,24 @@ def serve(
     if not loopback and host not in ("0.0.0.0", "::"):
         hosts.append(host)
     # The app factory reads its settings from the environment, so that every worker process builds the same app.
-    env = {
-        "DFDETECT_SERVE_MODEL": "" if model is None else str(model.resolve()) if model.is_file() else str(model),
-        "DFDETECT_SERVE_DB": str(db.resolve()),
-        "DFDETECT_SERVE_MAX_UPLOAD_MB": str(max_upload_mb),
-        "DFDETECT_SERVE_CORS": ",".join(cors or []),
-        "DFDETECT_SERVE_STORE_IMAGES": str(store_images.resolve()) if store_images else "",
-        "DFDETECT_SERVE_DEVICE": device,
-        "DFDETECT_SERVE_BACKEND": backend,
-        "DFDETECT_SERVE_MAX_BATCH": str(max_batch),
-        "DFDETECT_SERVE_MAX_WAIT_MS": str(max_wait_ms),
-        "DFDETECT_SERVE_THREADS": str(max(0, threads)),
-        "DFDETECT_SERVE_ALLOWED_HOSTS": ",".join(hosts),
-        "DFDETECT_SERVE_MAX_REQUEST_MPX": str(max_request_mpx),
-        "DFDETECT_SERVE_MAX_CONCURRENT_DECODES": str(max_concurrent_decodes),
-        "DFDETECT_SERVE_MAX_FILES": str(max_files),
-        "DFDETECT_SERVE_BODY_TIMEOUT": str(timeout_body),
+    settings = {
+        "model": None if model is None else str(model.resolve()) if model.is_file() else str(model),
+        "db": str(db.resolve()),
+        "max_upload_mb": max_upload_mb,
+        "max_files": max_files,
+        "cors_origins": cors or [],
+        "store_images": str(store_images.resolve()) if store_images else None,
+        "device": device,
+        "backend": backend,
+        "max_batch": max_batch,
+        "max_wait_ms": max_wait_ms,
+        "threads": max(0, threads),
+        "allowed_hosts": hosts,
+        "max_request_mpx": max_request_mpx,
+        "max_concurrent_decodes": max_concurrent_decodes,
+        "body_timeout_s": timeout_body,
     }
-    os.environ.update(env)
+    os.environ.update(settings_env(settings))
     _limit_malloc_arenas()
     if api_key:
         os.environ["DFDETECT_API_KEY"] = api_key

@@ -111,3 +111,13 @@ def settings_from_env(env: dict[str, str] | None = None) -> dict[str, Any]:
         raw = env.get(ENV_PREFIX + suffix, "")
         out[kw] = parse(raw) if raw != "" else default
     return out
+
+
+def settings_env(values: dict[str, Any]) -> dict[str, str]:
+    """The ``DFDETECT_SERVE_*`` variables from which ``settings_from_env`` reads ``values`` back (``create_app``
+    keywords; None/False/empty: the default)."""
+    out: dict[str, str] = {}
+    for kw, v in values.items():
+        suffix = ENV_SETTINGS[kw][0]
+        out[ENV_PREFIX + suffix] = "" if v is None or v is False else ",".join(v) if isinstance(v, list) else str(v)
+    return out
