@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +285,26 @@ def test_report_face_mode_table(tiny_run, tmp_path):
     assert "2 (max decides)" in (out / "index.html").read_text()
     r = runner.invoke(app, ["report", *args, "--no-faces"])
     assert r.exit_code == 0 and "<h2>Faces</h2>" not in next(out.glob("group-*.html")).read_text()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None and importlib.util.find_spec("openvino") is None,
+    reason="no ONNX runtime installed: the shipped model runs on torch",
+)
+def test_report_without_cam_scores_like_predict_and_never_imports_torch(tmp_path):
+    """Without the CAM the report needs no torch model: the automatic backend gives predict's score, torch-free."""
+    img = tmp_path / "face.jpg"
+    _faces(1)[0].save(img, quality=90)
+    code = (
+        "import sys\nfrom dfdetect.cli import main\n"
+        f"sys.argv = ['dfdetect', 'report', {str(img)!r}, '--out', {str(tmp_path / 'r')!r}, '--no-cam']\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "TORCH False" in res.stdout, res.stdout
+    reported = float(re.search(rf"{re.escape(str(img))}: (?:fake|real) ([0-9.]+)", res.stdout).group(1))
+    r = runner.invoke(app, ["predict", str(img), "--json"])
+    assert r.exit_code == 0, r.output
+    assert abs(json.loads(r.output.strip().splitlines()[-1])["score"] - reported) < 1e-4

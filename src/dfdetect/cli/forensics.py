@@ -91,7 +91,10 @@ def report(
     if not no_model:
         from dfdetect.runtime.detector import Detector
 
-        backend = "onnx" if model is not None and model.suffix == ".onnx" else "torch"
+        # The CAM needs the torch model; without it the automatic backend scores the same (fp32) without
+        # importing torch, which alone is ~0.5-0.7 GB of RSS.
+        onnx_file = model is not None and model.suffix == ".onnx"
+        backend = "onnx" if onnx_file else ("auto" if no_cam else "torch")
         try:
             det = Detector.load(model, device=device, backend=backend)
         except FileNotFoundError as e:
