@@ -253,11 +253,15 @@ def quality_warnings(quality: int | None) -> list[str]:
 
 def neighbour_correlation(img: Image.Image, side: int = 64) -> float | None:
     """Correlation of horizontally adjacent pixels of a small grey copy (photos ~0.9+, white noise ~0)."""
-    g = np.asarray(img.convert("L").resize((side, side), Image.Resampling.NEAREST), dtype=np.float32)
+    # Nearest-neighbour picking commutes with the per-pixel grey conversion, so shrinking first gives the same
+    # array for a fraction of the work (a folder scan pays this for every image).
+    g = np.asarray(img.resize((side, side), Image.Resampling.NEAREST).convert("L"), dtype=np.float64)
     a, b = g[:, :-1].ravel(), g[:, 1:].ravel()
-    if a.std() < 1e-3 or b.std() < 1e-3:
+    a, b = a - a.mean(), b - b.mean()
+    saa, sbb = float(a @ a), float(b @ b)
+    if saa < 1e-6 * a.size or sbb < 1e-6 * b.size:
         return None  # a flat image: no texture to judge
-    return float(np.corrcoef(a, b)[0, 1])
+    return float(a @ b) / float(np.sqrt(saa * sbb))
 
 
 # ---- face results --------------------------------------------------------------------------------------------
