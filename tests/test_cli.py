@@ -300,24 +300,25 @@ def test_openvino_runs_fp32_unless_asked(tiny_run, tmp_path):
         Detector.load(onnx_path, backend="onnx", precision="bf16")
 
 
-def test_openvino_batches_over_streams_keep_each_image_its_own_score(tiny_run, tmp_path):
-    """A batch runs image by image over OpenVINO's streams (async requests finishing in any order): every image
-    gets its own logits back, in order, the same as alone and as on one stream, also with threads scoring at once
-    (the REST API's batcher and explain share a backend)."""
-    pytest.importorskip("openvino")
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_batches_over_streams_keep_each_image_its_own_score(tiny_run, tmp_path, runtime):
+    """A batch runs image by image over streams (OpenVINO's async requests, or ONNX Runtime calls from a thread
+    pool, finishing in any order): every image gets its own logits back, in order, the same as alone and as on one
+    stream, also with threads scoring at once (the REST API's batcher and explain share a backend)."""
+    pytest.importorskip(runtime)
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
-    from dfdetect.runtime.detector import OpenVinoBackend
+    from dfdetect import Detector
+    from dfdetect.runtime.detector import OnnxBackend, OpenVinoBackend
 
     onnx_path = tmp_path / "m.onnx"
     assert runner.invoke(app, ["export", str(tiny_run / "best.pt"), "--out", str(onnx_path)]).exit_code == 0
-    from dfdetect import Detector
-
-    size = int(Detector.load(onnx_path, backend="openvino").data_config["input_size"][-1])
+    size = int(Detector.load(onnx_path, backend="onnx").data_config["input_size"][-1])
     x = np.random.default_rng(1).normal(size=(7, 3, size, size)).astype(np.float32)
-    multi, one = OpenVinoBackend(onnx_path, threads=2, streams=2), OpenVinoBackend(onnx_path, streams=1)
+    make = OpenVinoBackend if runtime == "openvino" else OnnxBackend
+    multi, one = make(onnx_path, threads=2, streams=2), make(onnx_path, streams=1)
     alone = np.concatenate([one.logits(x[i : i + 1]) for i in range(len(x))])
     tol = 1e-5 * max(1.0, float(np.abs(alone).max()))
     assert np.abs(one.logits(x) - alone).max() <= tol
@@ -328,7 +329,7 @@ def test_openvino_batches_over_streams_keep_each_image_its_own_score(tiny_run, t
     for k, out in enumerate(outs):
         assert np.abs(out - np.roll(alone, k, axis=0)).max() <= tol
     with pytest.raises(ValueError, match="streams"):
-        OpenVinoBackend(onnx_path, streams=0)
+        make(onnx_path, streams=0)
 
     with pytest.raises(ValueError, match="precision must be"):
         Detector.load(onnx_path, precision="fp8")

@@ -1,8 +1,10 @@
-"""OpenVINO streams vs one stream, fp32, side by side in one process: the model alone and the folder scan.
+"""Streams vs one stream, fp32, side by side in one process: the model alone and the folder scan.
 
-``OpenVinoBackend`` runs a batch image by image over OpenVINO's throughput streams (2 on a 2-core CPU);
-``streams=1`` is the previous behaviour (image by image on one latency-compiled stream). Passes alternate so
-that a busy machine slows both alike; compare the ratio, not the absolute figures, across machines.
+``OpenVinoBackend`` runs a batch image by image over OpenVINO's throughput streams (2 on a 2-core CPU), and
+``OnnxBackend`` image by image from one thread per core on a one-thread session; ``streams=1`` is the previous
+behaviour of each (OpenVINO: image by image on one latency-compiled stream; ONNX Runtime: the whole batch in one
+call on a session using every thread). Passes alternate so that a busy machine slows all alike; compare the
+ratios, not the absolute figures, across machines.
 
     python experiments/openvino_streams/run.py [--folder ../shared/data/faces140k-subset] [--passes 3]
 """
@@ -27,11 +29,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
 
-    det = Detector.load(args.model, backend="openvino")
+    det = Detector.load(args.model, backend="onnx")
     onnx = Path(det.source)
     size = det.data_config["input_size"][-1]
     x = np.random.default_rng(0).standard_normal((64, 3, size, size)).astype(np.float32)
-    backends = {"streams (auto)": OpenVinoBackend(onnx), "one stream": OpenVinoBackend(onnx, streams=1)}
+    backends = {
+        "OpenVINO, streams (auto)": OpenVinoBackend(onnx),
+        "OpenVINO, one stream": OpenVinoBackend(onnx, streams=1),
+        "ONNX Runtime, streams (auto)": OnnxBackend(onnx),
+        "ONNX Runtime, one session": OnnxBackend(onnx, streams=1),
+    }
     ref = OnnxBackend(onnx).logits(x)
     for name, be in backends.items():
         print(
@@ -59,12 +66,12 @@ def main() -> None:
         m, s = model_ips[name], scan_ips[name]
         cell = lambda v: f"{min(v):.1f}-{max(v):.1f} (median {statistics.median(v):.1f})" if v else "-"  # noqa: E731
         print(f"{name:<40}{cell(m):>28}{cell(s):>28}")
-    a, b = backends
-    ratio = statistics.median(model_ips[a]) / statistics.median(model_ips[b])
-    line = f"streams / one stream, medians: model {ratio:.2f}x"
-    if files:
-        line += f", scan {statistics.median(scan_ips[a]) / statistics.median(scan_ips[b]):.2f}x"
-    print(line)
+    names = list(backends)
+    for a, b in (names[0:2], names[2:4]):
+        line = f"{a} / {b}, medians: model {statistics.median(model_ips[a]) / statistics.median(model_ips[b]):.2f}x"
+        if files:
+            line += f", scan {statistics.median(scan_ips[a]) / statistics.median(scan_ips[b]):.2f}x"
+        print(line)
 
 
 if __name__ == "__main__":

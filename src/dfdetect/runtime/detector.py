@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -75,27 +76,49 @@ class TorchBackend:
 
 
 class OnnxBackend:
+    """ONNX Runtime on CPU. A single image runs on a session using every thread; a batch runs image by image from
+    ``streams`` Python threads on a one-thread session (ONNX Runtime's ``run`` is thread-safe and releases the
+    GIL): on a 2-core AMX Xeon, fp32, 64 images, 77-82 images/s vs 63-67 as 32-image calls on a 2-thread session
+    (`experiments/openvino_streams/`). ``streams=1`` keeps the one-session behaviour."""
+
     name = "onnxruntime"
     precision = "fp32"
 
-    def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or os.cpu_count() or 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    def __init__(self, path: Path, threads: int | None = None, streams: int | None = None) -> None:
         from onnxruntime.capi import onnxruntime_pybind11_state as state
 
+        if streams is not None and streams < 1:
+            raise ValueError(f"streams must be >= 1 or None (one per thread), not {streams}")
+        self.path = path
+        n = threads or os.cpu_count() or 1
         unreadable = (state.InvalidProtobuf, state.InvalidArgument, state.InvalidGraph, state.NoModel, state.Fail)
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            self.session = self._session(n)
         except unreadable as e:
             raise CheckpointError(f"{path}: truncated or not an ONNX model ({first_line(e)})") from e
         self.input = self.session.get_inputs()[0].name
         self.device = "cpu"
+        self.streams = n if streams is None else streams
+        self._parallel: tuple[Any, ThreadPoolExecutor] | None = None  # made on the first batch that wants it
+        self._lock = threading.Lock()
+
+    def _session(self, threads: int) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: batch})[0]
+        if len(batch) == 1 or self.streams <= 1:
+            return self.session.run(None, {self.input: batch})[0]
+        with self._lock:
+            if self._parallel is None:
+                self._parallel = (self._session(1), ThreadPoolExecutor(self.streams, thread_name_prefix="ort"))
+        session, pool = self._parallel
+        outs = pool.map(lambda i: session.run(None, {self.input: batch[i : i + 1]})[0], range(len(batch)))
+        return np.concatenate(list(outs))
 
 
 _OV_CORE: Any = None
