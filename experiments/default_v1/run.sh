@@ -12,12 +12,15 @@ DATA=${DATA:-../shared/data/faces140k-subset}
 OUTDIR=${OUTDIR:-runs/res256}
 VARIANT=${VARIANT:-plain}
 EPOCHS=${EPOCHS:-8}
-TEACHER1=${TEACHER1:-src/dfdetect/weights/large.safetensors}
+# `large` v1 (the 320 px model these experiments used; `large` is v2 since) from the commit that shipped it.
+LARGE_V1=${LARGE_V1:-runs/large-v1.safetensors}
+[ -f "$LARGE_V1" ] || { mkdir -p "$(dirname "$LARGE_V1")"; git show 57aac1a:src/dfdetect/weights/large.safetensors > "$LARGE_V1"; }
+TEACHER1=${TEACHER1:-$LARGE_V1}
 TEACHER2=${TEACHER2:-runs/recipes2/mnv2_384_reg/best.pt}
 PY=${PY:-python}
 EXTRA=${EXTRA:-}
 common="--data $DATA --manifest src/dfdetect/weights/split-v1.csv --model efficientnet_lite0
-        --weights src/dfdetect/weights/large.safetensors --img-size 256 --resize 256
+        --weights $LARGE_V1 --img-size 256 --resize 256
         --warmup-epochs 0 --epochs $EPOCHS --lr 1e-4 --scheduler cosine --label-smoothing 0.1 --batch-size 32
         --mixup 0.2 --cutmix 1.0 --ema 0.99 --early-stopping 0 --threshold eer --bootstrap 200 --workers 1
         --cache --seed 0 --out $OUTDIR $EXTRA"

@@ -64,14 +64,14 @@ if [ "${CONTINUE:-0}" = 1 ] && [ ! -f "$OUT/ft15k-cont/summary.json" ]; then
   cp "$W/default.safetensors" "$OUT/default-v2.safetensors"
   # shellcheck disable=SC2086
   $PY -m dfdetect train --data "$DATA" --manifest "$W/split.csv" --model efficientnet_lite0 \
-    --weights "$OUT/default-v2.safetensors" --img-size 256 --resize 256 --warmup-epochs 0 --epochs 3 \
+    --weights "$OUT/default-v2.safetensors" --img-size 256 --resize 256 --warmup-epochs 0 --epochs "${LARGE_EPOCHS:-2}" \
     --lr 1e-4 --scheduler cosine --label-smoothing 0.1 --batch-size 32 --jpeg-prob 0.2 --blur-prob 0.1 \
     --ema 0.998 --early-stopping 0 --threshold eer --bootstrap 200 --workers 1 --cache --seed 1 \
     --out "$OUT" --name ft15k-cont --no-amp $EXTRA
 fi
 
 # 8. (optional, LARGE=1) `large` v2: the shipped v2 weights fine-tuned at 320 px (the 256 px crops upscaled, as
-#    `large` v1 was) on the same train split, 3 epochs, cosine from lr 1e-4, fp32 channels-last. Shipped as `large`
+#    `large` v1 was) on the same train split, 2 epochs (LARGE_EPOCHS), cosine from lr 1e-4, fp32 channels-last. Shipped as `large`
 #    only if its validation AUC beats v2's; the speed bar does not apply to `large`. (Step 4's `large` line then
 #    evaluates v2 too; v1's figures are in the model card.)
 if [ "${LARGE:-0}" = 1 ]; then
@@ -82,7 +82,7 @@ if [ "${LARGE:-0}" = 1 ]; then
     else
       # shellcheck disable=SC2086
       $PY -m dfdetect train --data "$DATA" --manifest "$W/split.csv" --model efficientnet_lite0 \
-        --weights "$OUT/default-v2.safetensors" --img-size 320 --resize 320 --warmup-epochs 0 --epochs 3 \
+        --weights "$OUT/default-v2.safetensors" --img-size 320 --resize 320 --warmup-epochs 0 --epochs "${LARGE_EPOCHS:-2}" \
         --lr 1e-4 --scheduler cosine --label-smoothing 0.1 --batch-size 32 --jpeg-prob 0.2 --blur-prob 0.1 \
         --ema 0.998 --early-stopping 0 --threshold eer --bootstrap 200 --workers 1 --cache --seed 2 \
         --out "$OUT" --name large320 --no-amp $EXTRA

@@ -14,8 +14,11 @@ PY=${PY:-python}
 EXTRA=${EXTRA:-}
 CONFIGS=experiments/robustness_aug_pair/configs
 mkdir -p "$OUTDIR"
+# `large` v1 (the 320 px model these experiments used; `large` is v2 since) from the commit that shipped it.
+LARGE_V1=${LARGE_V1:-runs/large-v1.safetensors}
+[ -f "$LARGE_V1" ] || { mkdir -p "$(dirname "$LARGE_V1")"; git show 57aac1a:src/dfdetect/weights/large.safetensors > "$LARGE_V1"; }
 common="--data $DATA --manifest src/dfdetect/weights/split-v1.csv --model efficientnet_lite0
-        --weights src/dfdetect/weights/large.safetensors --img-size 320 --resize 320
+        --weights $LARGE_V1 --img-size 320 --resize 320
         --warmup-epochs 0 --epochs $EPOCHS --max-steps $STEPS --lr 1e-4 --scheduler cosine
         --label-smoothing 0.1 --batch-size 16 --early-stopping 0 --threshold eer --bootstrap 200
         --workers 1 --cache --seed 0 --out $OUTDIR $EXTRA"
