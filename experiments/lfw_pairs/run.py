@@ -14,21 +14,16 @@ measured between originals and a crude swap made here (the central face box of a
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from dfdetect.data.datasets import read_manifest
 from dfdetect.data.neardup import phash
 
 BOX = (0.35, 0.3, 0.65, 0.75)  # inner face (brows to chin) in LFW's centred framing, as a face swap replaces
 
 THRESHOLDS = (2, 4, 6, 8, 10, 12)
-
-
-def _manifest_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
 def _pasted_distances(paths: list[Path], n: int, seed: int = 0) -> np.ndarray:
@@ -58,18 +53,18 @@ def main() -> None:
     ap.add_argument("--source", default="lfw-faceswap")
     args = ap.parse_args()
 
-    rows = [r for r in _manifest_rows(args.manifest) if r["source"] == args.source]
-    hashes = [phash(args.data / r["path"]) for r in rows]
+    items = [it for it in read_manifest(args.manifest) if it.source == args.source]
+    hashes = [phash(args.data / it.path) for it in items]
     keep = [i for i, h in enumerate(hashes) if h is not None]
-    rows = [rows[i] for i in keep]
+    items = [items[i] for i in keep]
     h = np.array([int(hashes[i], 16) for i in keep], dtype=np.uint64)
-    label = np.array([int(r["label"]) for r in rows])
-    split = np.array([r["split"] for r in rows])
+    label = np.array([it.label for it in items])
+    split = np.array([it.split for it in items])
     dist = np.bitwise_count(h[:, None] ^ h[None, :]).astype(int)
     np.fill_diagonal(dist, 64 + 1)  # an image is not its own neighbour
     real, real_train = label == 0, (label == 0) & (split == "train")
 
-    print(f"{args.source}: {len(rows)} images ({int(label.sum())} swaps, {int((label == 0).sum())} originals)")
+    print(f"{args.source}: {len(items)} images ({int(label.sum())} swaps, {int((label == 0).sum())} originals)")
     print("nearest real image, Hamming distance of 64-bit phash")
     print(f"{'images':<30}{'n':>6}{'median':>8}" + "".join(f"{'<=' + str(t):>7}" for t in THRESHOLDS))
     for name, lab in (("swaps", 1), ("originals", 0)):
@@ -80,7 +75,7 @@ def main() -> None:
                 counts = "".join(f"{int((nn <= t).sum()):>7}" for t in THRESHOLDS)
                 print(f"{f'{name} ({part}) -> {scope}':<30}{int(m.sum()):>6}{np.median(nn):>8.0f}{counts}")
 
-    originals = [args.data / r["path"] for r in rows if r["label"] == "0"]
+    originals = [args.data / it.path for it in items if it.label == 0]
     pasted = _pasted_distances(originals, 300)
     counts = "".join(f"{int((pasted <= t).sum()):>7}" for t in THRESHOLDS)
     print(f"{'yardstick: pasted face box':<30}{len(pasted):>6}{np.median(pasted):>8.0f}{counts}")
