@@ -214,6 +214,24 @@ def test_teacher_sees_the_student_batch_as_its_own_preprocessing(tiny_run, tiny_
     assert np.abs(teachers.probs(big, student_dc)[:, 1].numpy() - want).max() < 0.1
 
 
+def test_bf16_teachers_give_soft_targets_close_to_fp32(tiny_run, tiny_data):
+    """``teacher_amp`` runs the teachers in bf16 only where the CPU computes it natively; the soft targets stay
+    within bf16's rounding of the fp32 ones (they are targets, never shipped scores)."""
+    from dfdetect.core.device import cpu_has_native_bf16
+    from dfdetect.engine.distill import Teachers
+
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX-512 BF16 / AMX): teacher_amp is a no-op here by design")
+    ckpt = load_checkpoint(tiny_run / "best.pt")
+    dc = ckpt["data_config"]
+    batch = torch.randn(6, *dc["input_size"])
+    fp32, bf16 = Teachers([tiny_run / "best.pt"]), Teachers([tiny_run / "best.pt"], amp=True)
+    p32, p16 = fp32.probs(batch, dc), bf16.probs(batch, dc)
+    assert p16.dtype == torch.float32 and torch.allclose(p16.sum(1), torch.ones(6))
+    assert not torch.equal(p32, p16)  # bf16 really ran
+    assert (p32 - p16).abs().max() < 2e-2
+
+
 def test_distillation_run(tiny_run, tiny_data, tmp_path):
     cfg = tiny_config(
         tiny_data, tmp_path, teacher=[str(tiny_run / "best.pt")], distill_alpha=0.7, epochs=1, warmup_epochs=0

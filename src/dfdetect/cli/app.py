@@ -120,6 +120,11 @@ def train(
     ),
     distill_alpha: float | None = typer.Option(None, help="Weight of the distillation loss (0-1)."),
     distill_temperature: float | None = typer.Option(None, help="Softmax temperature for distillation."),
+    teacher_amp: bool | None = typer.Option(
+        None,
+        "--teacher-amp/--no-teacher-amp",
+        help="Teachers' forward passes in bf16 autocast where native (default on; the student follows --amp).",
+    ),
     drop_rate: float | None = typer.Option(None, help="Dropout before the dense layer."),
     head: str | None = typer.Option(
         None, "--head", help="Classifier head: linear | attention (CBAM) | attnpool | multiscale."

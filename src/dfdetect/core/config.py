@@ -128,6 +128,8 @@ class TrainConfig(_Checked):
     """With teachers: weight of the distillation loss; the label cross-entropy gets 1 - alpha."""
     distill_temperature: float = 1.0
     """With teachers: softmax temperature of the distillation loss."""
+    teacher_amp: bool = True
+    """With teachers: their forward passes in bf16 autocast where native (soft targets only; see ``amp``)."""
     scheduler: Scheduler = "plateau"
     """LR schedule: plateau (reduce on validation-loss plateau, as in the paper) or cosine."""
     plateau_factor: float = 0.5

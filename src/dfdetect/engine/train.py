@@ -625,7 +625,9 @@ def _ema_and_teachers(
     if cfg.teacher:
         if not 0.0 <= cfg.distill_alpha <= 1.0 or cfg.distill_temperature <= 0:
             raise ValueError("distill_alpha must be in [0, 1] and distill_temperature > 0")
-        teachers = Teachers(cfg.teacher, cfg.distill_temperature).to(device)
+        teachers = Teachers(cfg.teacher, cfg.distill_temperature, amp=cfg.teacher_amp).to(device)
+        if cfg.channels_last:
+            teachers.to(memory_format=torch.channels_last)
     return ema, teachers
 
 
