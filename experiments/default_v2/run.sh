@@ -3,6 +3,7 @@
 # CPU-sized (2 cores, AVX-512 BF16: channels-last + bf16 autocast, ~12-25 min per epoch); EXTRA='--device cuda'
 # on a GPU. Each step is skipped when its output exists, so the script resumes (train itself with --resume).
 #   experiments/default_v2/run.sh            # from the repository root, ../shared/data beside it
+#   BASE=0 DISTILL=1 experiments/default_v2/run.sh   # only an optional step (7 CONTINUE, 8 LARGE, 9 DISTILL)
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/v2}
@@ -16,6 +17,9 @@ mkdir -p "$OUT"
 [ -f "$W/split.csv" ] || $PY -m dfdetect split -d "$DATA/faces140k-subset" -d "$DATA/faces140k-more" \
     -d "$DATA/lfw-faceswap" --keep "$W/split-v1.csv" -o "$W/split.csv"
 
+# Steps 2-6 make and publish `default` v2; BASE=0 skips them (to run only an optional step 7-9, which start from
+# the shipped weights: e.g. `BASE=0 DISTILL=1 experiments/default_v2/run.sh`).
+if [ "${BASE:-1}" = 1 ]; then
 # 2. Fine-tune the v1 default (256 px EfficientNet-Lite0, trained on v1's train split only) on the new train split.
 #    v1's weights come from the commit that shipped them (today's default.safetensors is v2).
 V1=$OUT/default-v1.safetensors
@@ -56,6 +60,7 @@ $PY -m dfdetect robustness "$W/default.onnx" --data "$DATA" --manifest "$OUT/rob
 
 # 6. The learning curve (cheaper recipe: 128 px, ImageNet init, ~8k images seen per size).
 $PY experiments/learning_curve/run.py --manifest "$W/split.csv" --data "$DATA" --out runs/learning_curve
+fi  # BASE
 
 # 7. (optional, CONTINUE=1) The second half of the stopped 6-epoch schedule, continued from the shipped v2 weights
 #    (the stopped run's optimizer state was lost with its machine): 3 epochs, cosine from lr 1e-4, fp32
