@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dfdetect.core.device import autocast, precision_name
+from dfdetect.core.device import autocast
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,7 @@ class Teachers(nn.Module):
                 raise ValueError(f"{p} is an ensemble: pass its members as separate --teacher paths")
             nets.append(model_from_checkpoint(ckpt).eval().requires_grad_(False))
             self.data_configs.append(ckpt["data_config"])
-            log.info(
-                "teacher %s (%s, %d px, %s)",
-                p,
-                ckpt["arch"],
-                ckpt["data_config"]["input_size"][-1],
-                precision_name(torch.device("cpu"), amp) if amp else "fp32",
-            )
+            log.info("teacher %s (%s, %d px)", p, ckpt["arch"], ckpt["data_config"]["input_size"][-1])
         if not nets:
             raise ValueError("distillation needs at least one teacher checkpoint")
         self.nets = nn.ModuleList(nets)

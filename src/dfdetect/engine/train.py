@@ -628,6 +628,7 @@ def _ema_and_teachers(
         teachers = Teachers(cfg.teacher, cfg.distill_temperature, amp=cfg.teacher_amp).to(device)
         if cfg.channels_last:
             teachers.to(memory_format=torch.channels_last)
+        log.info("teachers run in %s", precision_name(device, cfg.teacher_amp))  # the device they run on
     return ema, teachers
 
 
