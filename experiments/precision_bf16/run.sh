@@ -8,6 +8,7 @@ DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/bf16}
 PY=${PY:-.venv/bin/python}
 W=src/dfdetect/weights
+mkdir -p "$OUT"
 for run in "fp32 openvino" "bf16 openvino" "ort onnx"; do
   set -- $run
   precision=$1; [ "$1" = ort ] && precision=fp32
