@@ -87,3 +87,36 @@ def test_benchmark_an_exported_model(tiny_run, tmp_path):
     assert r.exit_code == 0, r.output[-2000:]
     m = out["model"]
     assert m["input"] == 48 and not m["torch_eager"] and [row["batch"] for row in m["onnxruntime"]] == [1, 2]
+
+
+def test_benchmark_text_names_the_cpu_features_and_the_scan_to_model_ratio(tiny_run, tiny_data, tmp_path):
+    """#18's speed bars need the CPU's vector features and the scan / model-alone ratio: both in the text output."""
+    pytest.importorskip("onnxruntime")
+    import re
+
+    from typer.testing import CliRunner
+
+    from dfdetect.analysis.benchmark import VECTOR_ISA, machine_info
+    from dfdetect.cli import app
+    from dfdetect.runtime.export import export_onnx
+
+    isa = machine_info()["isa"]
+    assert isa is None or set(isa) <= set(VECTOR_ISA)
+    export_onnx(tiny_run / "best.pt", tmp_path / "m.onnx")
+    args = [str(tmp_path / "m.onnx"), "--batch-sizes", "1,32", "--min-seconds", "0.01"]
+    r = CliRunner().invoke(app, ["benchmark", *args, "--scan", str(tiny_data / "real"), "--scan-backends", "onnx"])
+    assert r.exit_code == 0, r.output[-2000:]
+    assert re.search(r"\| ISA (unknown|below avx2|avx2[a-z0-9_ ]*) \|", r.stdout), r.stdout[:400]
+    ratio = re.search(r"images/s \(onnxruntime fp32.*; ([0-9.]+) of the model alone at batch 32", r.stdout)
+    assert ratio and float(ratio.group(1)) > 0, r.stdout[-600:]
+
+
+def test_scan_ratio_is_taken_against_the_same_runtime_precision_and_batch():
+    from dfdetect.analysis.benchmark import scan_vs_model
+
+    model = {"openvino": [{"batch": 1, "images_per_s": 50.0}, {"batch": 32, "images_per_s": 80.0, "precision": "fp32"}]}
+    scan = {"backend": "openvino", "precision": "fp32", "batch_size": 32, "images_per_s": 72.0}
+    assert scan_vs_model(scan, model) == pytest.approx(0.9)
+    assert scan_vs_model({**scan, "precision": "bf16"}, model) is None  # no bf16 model row to compare with
+    assert scan_vs_model({**scan, "batch_size": 8}, model) is None
+    assert scan_vs_model({**scan, "backend": "onnxruntime"}, model) is None

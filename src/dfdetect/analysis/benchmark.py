@@ -25,19 +25,31 @@ RUNTIMES = ("torch_eager", "torch_channels_last", "onnxruntime", "openvino")
 """Row lists of a benchmark record, in print order."""
 
 
+VECTOR_ISA = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
+"""CPU features that change which kernels the runtimes pick (and OpenVINO's automatic precision): a speed figure
+means little without them."""
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), None
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]  # the first core's block
     except OSError:
-        pass
+        first = ""
+    for line in first.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            cpu = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
     return {
         "cpu": cpu,
+        # None where /proc/cpuinfo is not there to ask (macOS, Windows)
+        "isa": None if flags is None else [f for f in VECTOR_ISA if f in flags],
+        # oneDNN's cap (OpenVINO's CPU kernels honour it): set, the figures are of the capped kernels
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -260,14 +272,31 @@ def benchmark_cold_start(image: str | Path, model: str | None = None, runs: int 
     return {"command": " ".join(cmd[1:]), "runs": runs, "median_s": statistics.median(times), "all_s": times}
 
 
+def format_isa(m: dict[str, Any]) -> str:
+    """``ISA avx2 avx512f ...`` (the vector features of :data:`VECTOR_ISA` this CPU has), plus any oneDNN cap."""
+    isa = m.get("isa")
+    text = "ISA unknown" if isa is None else "ISA " + (" ".join(isa) if isa else "below avx2")
+    if m.get("onednn_max_cpu_isa"):
+        text += f" (ONEDNN_MAX_CPU_ISA={m['onednn_max_cpu_isa']})"
+    return text
+
+
+def scan_vs_model(scan: dict[str, Any], model: dict[str, Any]) -> float | None:
+    """A folder scan's images/s over the model alone's on the same runtime, precision and batch size (#18 asks
+    >= 0.8: decoding overlapped with inference); None when that row was not timed."""
+    rows = model.get(scan["backend"], [])
+    same = [r for r in rows if r["batch"] == scan["batch_size"] and r.get("precision", "fp32") == scan["precision"]]
+    return scan["images_per_s"] / same[0]["images_per_s"] if same and same[0]["images_per_s"] else None
+
+
 def format_model_result(r: dict[str, Any]) -> str:
     m = r["machine"]
     gf = f"{r['gflops']:.2f}" if r["gflops"] else "n/a"
     params = f"{r['params_m']:.2f} M" if r["params_m"] is not None else "n/a"
     lines = [
         f"model {r['model']} @ {r['input']} px | params {params} | {r['size_mb_fp32']:.1f} MB fp32 | {gf} GFLOPs/image",
-        f"device {r['device']} | {m['cpu']} | {m['cores']} cores | torch threads {m['torch_threads']} | "
-        f"torch {m['torch']} | mode torch.inference_mode",
+        f"device {r['device']} | {m['cpu']} | {format_isa(m)} | {m['cores']} cores | "
+        f"torch threads {m['torch_threads']} | torch {m['torch']} | mode torch.inference_mode",
         f"{'runtime':<22}{'precision':>10}{'batch':>6}{'p50 ms':>10}{'p95 ms':>10}{'img/s':>10}{'GFLOP/s':>10}",
     ]
     for key in RUNTIMES:

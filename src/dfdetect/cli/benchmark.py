@@ -36,7 +36,13 @@ def benchmark_cmd(
 ) -> None:
     """Measure speed: torch eager vs ONNX Runtime vs OpenVINO side by side, batch-1 latency p50/p95, throughput."""
 
-    from dfdetect.analysis.benchmark import benchmark_cold_start, benchmark_model, benchmark_scan, format_model_result
+    from dfdetect.analysis.benchmark import (
+        benchmark_cold_start,
+        benchmark_model,
+        benchmark_scan,
+        format_model_result,
+        scan_vs_model,
+    )
 
     setup_logging()
     sizes = tuple(int(b) for b in batch_sizes.split(",") if b.strip())
@@ -76,10 +82,12 @@ def benchmark_cmd(
         return
     typer.echo(format_model_result(out["model"]))
     for s in out.get("scan", []):
+        ratio = scan_vs_model(s, out["model"])
         typer.echo(
             f"scan {s['folder']}: {s['images']} images in {s['seconds']:.2f} s = {s['images_per_s']:.1f} images/s "
             f"({s['backend']} {s['precision']}, batch {s['batch_size']}, {s['workers']} decode threads, "
             f"model {s['model']})"
+            + (f"; {ratio:.2f} of the model alone at batch {s['batch_size']}" if ratio is not None else "")
         )
     if int8_data:
         from dfdetect.analysis.benchmark import format_int8_result
