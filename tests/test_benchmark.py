@@ -76,6 +76,7 @@ def test_benchmark_cli_times_each_backend_and_scan(tiny_run, tiny_data, tmp_path
         assert [row["batch"] for row in out["model"][key]] == [1, 3], key
     n_files = len(list((tiny_data / "real").iterdir()))  # unreadable files are reported too
     assert [(s["backend"], s["images"]) for s in out["scan"]] == [("openvino", n_files), ("onnxruntime", n_files)]
+    assert all(s["vs_model_alone"] is None for s in out["scan"])  # the scan's batch (32) was not timed alone
 
 
 def test_benchmark_an_exported_model(tiny_run, tmp_path):

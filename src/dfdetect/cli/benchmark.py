@@ -65,6 +65,8 @@ def benchmark_cmd(
         except (ValueError, ImportError, FileNotFoundError) as e:
             typer.secho(f"error: --scan: {e}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
+    for s in out.get("scan", []):
+        s["vs_model_alone"] = scan_vs_model(s, out["model"])
     if cold_start:
         out["cold_start"] = benchmark_cold_start(cold_start, model if model and Path(model).exists() else None)
     if int8_data:
@@ -82,7 +84,7 @@ def benchmark_cmd(
         return
     typer.echo(format_model_result(out["model"]))
     for s in out.get("scan", []):
-        ratio = scan_vs_model(s, out["model"])
+        ratio = s["vs_model_alone"]
         typer.echo(
             f"scan {s['folder']}: {s['images']} images in {s['seconds']:.2f} s = {s['images_per_s']:.1f} images/s "
             f"({s['backend']} {s['precision']}, batch {s['batch_size']}, {s['workers']} decode threads, "
