@@ -145,12 +145,14 @@ def _ov_core() -> Any:
 PRECISIONS = ("fp32", "bf16")
 """Numeric precision a backend may run in: fp32 (the default everywhere) or bf16 (OpenVINO only, when asked)."""
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+MAX_REQUESTS = 64
+"""OpenVINO: most images of one batch in flight at once (each request holds one input-sized buffer)."""
 
 
 class OpenVinoBackend:
     """OpenVINO on CPU, on the process-wide Core, in two compiled forms. A single image runs on a latency-compiled
-    model (one stream, every thread on it); a batch runs image by image on a throughput-compiled model through an
-    async request queue, one image per stream (OpenVINO picks the streams: 2 on a 2-core CPU). On a 2-core
+    model (one stream, every thread on it); a batch runs image by image on a throughput-compiled model, one infer
+    request per image, all in flight at once over OpenVINO's streams (it picks them: 2 on a 2-core CPU). On a 2-core
     AMX Xeon, fp32, 64 images: 92 images/s with streams vs 79 image by image on one stream and 84 as one 32-image
     call (`experiments/openvino_streams/`); the earlier one-stream choice (image by image, 38 vs 36 images/s as
     whole batches on the reference AVX2 CPU) is what ``streams=1`` keeps.
@@ -188,19 +190,23 @@ class OpenVinoBackend:
         # Requests are not thread-safe and the REST API scores from threads: one batch at a time, behind a lock.
         self._lock = threading.Lock()
         self._request = self.compiled.create_infer_request()
-        self._queue: Any = None  # the throughput model's request queue, made on the first batch that wants it
-        self._outs: dict[int, np.ndarray] = {}
+        self._throughput: Any = None  # the throughput-compiled model, made on the first batch that wants it
+        self._requests: list[Any] = []  # its infer requests, one per image of the largest batch so far
 
     def metadata(self) -> str | None:
         if not self.ov_model.has_rt_info(["framework", "dfdetect"]):
             return None
         return str(self.ov_model.get_rt_info(["framework", "dfdetect"]).astype(str))
 
-    def _batch_queue(self) -> Any:
-        """The async request queue over the throughput-compiled model, or None when it would have one stream."""
-        if self._queue is None and self.streams != 1:
-            import openvino as ov
-
+    def _batch_requests(self, n: int) -> list[Any] | None:
+        """``n`` infer requests (at most ``MAX_REQUESTS``) on the throughput-compiled model, or None when it would
+        have one stream. One request per image lets the whole batch wait in OpenVINO's queue: with a callback
+        queue of OpenVINO's optimal 2 requests, each stream idled until Python (holding the GIL, shared with the
+        decode threads) collected an output and submitted the next image; without it, 1.07-1.10x the model alone
+        and the folder scan on a 2-core Zen 5 EPYC, fp32 and bf16 (`experiments/openvino_streams/requests.py`)."""
+        if self.streams == 1:
+            return None
+        if self._throughput is None:
             config = {"PERFORMANCE_HINT": "THROUGHPUT", **self._config}
             if self.streams is not None:
                 config["NUM_STREAMS"] = self.streams
@@ -208,25 +214,33 @@ class OpenVinoBackend:
             if int(compiled.get_property("NUM_STREAMS")) < 2:
                 self.streams = 1  # one core: the latency model is the same work without the queue
                 return None
-            self._queue = ov.AsyncInferQueue(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-            self._queue.set_callback(self._collect)
-        return self._queue
-
-    def _collect(self, request: Any, index: int) -> None:
-        self._outs[index] = np.array(request.get_output_tensor(0).data, copy=True)  # the request is reused
+            self._throughput = compiled
+        want = min(n, MAX_REQUESTS)
+        self._requests += [self._throughput.create_infer_request() for _ in range(want - len(self._requests))]
+        return self._requests[:want]
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:
-            queue = self._batch_queue() if len(batch) > 1 else None
-            if queue is None:  # copy: the request reuses its output buffer on the next call
+            requests = self._batch_requests(len(batch)) if len(batch) > 1 else None
+            if requests is None:  # copy: the request reuses its output buffer on the next call
                 return np.concatenate(
                     [np.array(self._request.infer({0: batch[i : i + 1]})[0], copy=True) for i in range(len(batch))]
                 )
-            self._outs = {}
-            for i in range(len(batch)):
-                queue.start_async({0: batch[i : i + 1]}, i)
-            queue.wait_all()
-            return np.concatenate([self._outs[i] for i in range(len(batch))])
+            outs = []
+            for start in range(0, len(batch), len(requests)):
+                part = batch[start : start + len(requests)]
+                started = []
+                try:
+                    for i, r in enumerate(requests[: len(part)]):
+                        # shared: the request reads the batch's own memory, which outlives the wait below
+                        r.start_async({0: part[i : i + 1]}, share_inputs=True)
+                        started.append(r)
+                finally:
+                    for r in started:
+                        r.wait()
+                outs += [np.array(r.get_output_tensor(0).data, copy=True) for r in started]
+            return np.concatenate(outs)
 
 
 def one_image_batches(model: Any) -> None:

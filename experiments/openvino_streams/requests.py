@@ -1,0 +1,99 @@
+"""OpenVINO batches: one infer request per image, all in flight (now) vs a callback queue of OpenVINO's optimal
+number of requests (before), fp32 and (where the CPU computes it natively) bf16, alternating passes in one process.
+
+With the queue (2 requests on a 2-core CPU), a stream that finished an image waited for Python to run the
+callback and submit the next one, and Python's GIL is shared with the folder scan's decode threads; with a
+request per image the whole batch waits in OpenVINO's own queue. Scores must be identical.
+
+    python experiments/openvino_streams/requests.py [--passes 3] [--folder ../shared/data/faces140k-subset]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfdetect.runtime.detector import Detector, OpenVinoBackend, _ov_core, expand_paths
+
+
+class CallbackQueue(OpenVinoBackend):
+    """The batch path as it was: ``AsyncInferQueue`` over OpenVINO's optimal requests, outputs copied in a callback."""
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        import openvino as ov
+
+        if len(batch) == 1:
+            return super().logits(batch)
+        if self._throughput is None:
+            self._throughput = _ov_core().compile_model(
+                self.ov_model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT", **self._config}
+            )
+            jobs = int(self._throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._queue = ov.AsyncInferQueue(self._throughput, jobs)
+            self._queue.set_callback(self._collect)
+        self._outs: dict[int, np.ndarray] = {}
+        for i in range(len(batch)):
+            self._queue.start_async({0: batch[i : i + 1]}, i)
+        self._queue.wait_all()
+        return np.concatenate([self._outs[i] for i in range(len(batch))])
+
+    def _collect(self, request: Any, index: int) -> None:
+        self._outs[index] = np.array(request.get_output_tensor(0).data, copy=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default", help="a shipped name or an .onnx file")
+    ap.add_argument("--folder", type=Path, default=Path("../shared/data/faces140k-subset"))
+    ap.add_argument("--passes", type=int, default=3)
+    args = ap.parse_args()
+
+    det = Detector.load(args.model, backend="onnx")
+    onnx = Path(det.source)
+    size = det.data_config["input_size"][-1]
+    x = np.random.default_rng(0).standard_normal((64, 3, size, size)).astype(np.float32)
+    backends: dict[str, OpenVinoBackend] = {}
+    for precision in ("fp32", "bf16"):
+        now = OpenVinoBackend(onnx, precision=precision)
+        if now.precision != precision:
+            print(f"{precision}: this CPU has no native {precision}, not timed")
+            continue
+        backends[f"{precision}, request per image (now)"] = now
+        backends[f"{precision}, callback queue (before)"] = CallbackQueue(onnx, precision=precision)
+    for a, b in zip(list(backends)[::2], list(backends)[1::2]):
+        print(f"{a} vs {b}: max |logit difference| {np.abs(backends[a].logits(x) - backends[b].logits(x)).max():.2e}")
+    files, _ = expand_paths([args.folder]) if args.folder.is_dir() else ([], [])
+
+    model_ips: dict[str, list[float]] = {k: [] for k in backends}
+    scan_ips: dict[str, list[float]] = {k: [] for k in backends}
+    for _ in range(args.passes):
+        for name, be in backends.items():
+            t = time.perf_counter()
+            for i in range(0, len(x), 32):
+                be.logits(x[i : i + 32])
+            model_ips[name].append(len(x) / (time.perf_counter() - t))
+            if files:
+                det.backend = be
+                t = time.perf_counter()
+                det.predict(files, batch_size=32)
+                scan_ips[name].append(len(files) / (time.perf_counter() - t))
+
+    cell = lambda v: f"{min(v):.1f}-{max(v):.1f} (median {statistics.median(v):.1f})" if v else "-"  # noqa: E731
+    print(f"{f'images/s, {args.passes} alternating passes':<40}{'model alone (batch 32)':>28}{'folder scan':>28}")
+    for name in backends:
+        print(f"{name:<40}{cell(model_ips[name]):>28}{cell(scan_ips[name]):>28}")
+    for a, b in zip(list(backends)[::2], list(backends)[1::2]):
+        line = f"{a} / before, medians: model {statistics.median(model_ips[a]) / statistics.median(model_ips[b]):.2f}x"
+        if files:
+            line += f", scan {statistics.median(scan_ips[a]) / statistics.median(scan_ips[b]):.2f}x"
+            line += f"; scan / model alone {statistics.median(scan_ips[a]) / statistics.median(model_ips[a]):.2f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
