@@ -425,6 +425,27 @@ def test_evaluate_passes_backend_and_precision_on(tiny_run, tiny_data, tmp_path)
     assert r.exit_code == 2 and "precision must be one of" in r.output, r.output
 
 
+def test_bf16_where_openvino_cannot_compile_it_runs_fp32_and_says_so(tiny_run, tmp_path):
+    """`--precision bf16` with oneDNN capped to AVX2 kernels (no bf16 ones) once died in compile_model with
+    "object is not initialized"; now it scores in fp32, as on a CPU without native bf16, and warns."""
+    pytest.importorskip("openvino")
+    import os
+
+    from PIL import Image
+
+    onnx_path = tmp_path / "m.onnx"
+    assert runner.invoke(app, ["export", str(tiny_run / "best.pt"), "--out", str(onnx_path)]).exit_code == 0
+    img = tmp_path / "a.png"
+    Image.new("RGB", (64, 64), (90, 120, 150)).save(img)
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    cmd = [sys.executable, "-m", "dfdetect", "predict", str(img), "--model", str(onnx_path), "--precision", "bf16"]
+    r = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "OpenVINO runs fp32 here, not the bf16 asked for" in r.stderr, r.stderr[-2000:]
+    fp32 = subprocess.run([*cmd[:-1], "fp32", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert json.loads(r.stdout)["score"] == json.loads(fp32.stdout)["score"]
+
+
 @pytest.mark.parametrize("bad", ["1.5", "-0.1", "nan"])
 def test_threshold_must_be_a_probability(bad):
     r = runner.invoke(app, ["predict", "x.jpg", "--threshold", bad])

@@ -183,8 +183,20 @@ class OpenVinoBackend:
             "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
             "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
         }
-        self.compiled = core.compile_model(self.ov_model, "CPU", {"PERFORMANCE_HINT": "LATENCY", **self._config})
+        try:
+            self.compiled = core.compile_model(self.ov_model, "CPU", {"PERFORMANCE_HINT": "LATENCY", **self._config})
+        except RuntimeError as e:
+            if precision == "fp32":
+                raise
+            # e.g. bf16 with oneDNN capped below its bf16 kernels (ONEDNN_MAX_CPU_ISA=AVX2): "object is not initialized"
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+            self._config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION["fp32"]
+            self.compiled = core.compile_model(self.ov_model, "CPU", {"PERFORMANCE_HINT": "LATENCY", **self._config})
+        else:
+            reason = f"this CPU has no native {precision}"
         self.precision = _ov_precision_name(self.compiled)
+        if self.precision != precision:
+            log.warning("OpenVINO runs %s here, not the %s asked for (%s)", self.precision, precision, reason)
         self.streams = streams
         self.device = "cpu"
         # Requests are not thread-safe and the REST API scores from threads: one batch at a time, behind a lock.
