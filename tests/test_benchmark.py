@@ -121,3 +121,23 @@ def test_scan_ratio_is_taken_against_the_same_runtime_precision_and_batch():
     assert scan_vs_model({**scan, "precision": "bf16"}, model) is None  # no bf16 model row to compare with
     assert scan_vs_model({**scan, "batch_size": 8}, model) is None
     assert scan_vs_model({**scan, "backend": "onnxruntime"}, model) is None
+
+
+def test_a_bf16_scan_gets_model_alone_rows_in_bf16_where_the_cpu_has_it(tiny_run, tiny_data, tmp_path):
+    """`--scan-backends openvino-bf16` times OpenVINO bf16 alone too (so its scan has a ratio), only where the CPU
+    computes bf16 natively; elsewhere bf16 compiles to fp32 and is not timed twice."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnxruntime")
+    from dfdetect.analysis.benchmark import machine_info
+    from dfdetect.runtime.export import export_onnx
+
+    export_onnx(tiny_run / "best.pt", tmp_path / "m.onnx")
+    args = [str(tmp_path / "m.onnx"), "--batch-sizes", "1,32", "--min-seconds", "0.01"]
+    args += ["--scan", str(tiny_data / "real")]
+    r, out = _benchmark_json(*args, "--scan-backends", "openvino-bf16,openvino")
+    assert r.exit_code == 0, r.output[-2000:]
+    rows = [(row["precision"], row["batch"]) for row in out["model"]["openvino"]]
+    native = bool({"avx512_bf16", "amx_bf16"} & set(machine_info()["isa"] or []))
+    assert rows == [("fp32", 1), ("fp32", 32)] + ([("bf16", 1), ("bf16", 32)] if native else [])
+    assert [s["precision"] for s in out["scan"]] == (["bf16"] if native else ["fp32"]) + ["fp32"]
+    assert all(s["vs_model_alone"] is not None and s["vs_model_alone"] > 0 for s in out["scan"])

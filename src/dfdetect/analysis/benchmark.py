@@ -108,8 +108,11 @@ def benchmark_model(
     warmup: int = 5,
     iters: int = 20,
     min_seconds: float = 2.0,
+    precisions: tuple[str, ...] = ("fp32",),
 ) -> dict[str, Any]:
-    """Latency and throughput of one model: a name from the table (random weights) or a checkpoint."""
+    """Latency and throughput of one model: a name from the table (random weights) or a checkpoint.
+
+    ``precisions``: OpenVINO rows to time besides fp32 ("bf16": only where the CPU computes it natively)."""
     import torch
 
     from dfdetect.models.checkpoint import load_checkpoint
@@ -119,7 +122,7 @@ def benchmark_model(
     if threads:
         torch.set_num_threads(threads)
     if model_ref is not None and Path(model_ref).suffix == ".onnx":
-        return _benchmark_onnx_file(Path(model_ref), batch_sizes, threads, warmup, iters, min_seconds)
+        return _benchmark_onnx_file(Path(model_ref), batch_sizes, threads, precisions, (warmup, iters, min_seconds))
     if model_ref is None or Path(model_ref).suffix in (".pt", ".safetensors") or model_ref not in MODELS:
         from dfdetect.runtime.detector import DEFAULT_WEIGHTS
 
@@ -177,7 +180,8 @@ def benchmark_model(
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 export_for_timing(model, size, Path(tmp) / "m.onnx")
-                _time_onnx_file(result, Path(tmp) / "m.onnx", batch_sizes, threads, warmup, iters, min_seconds)
+                timing = (warmup, iters, min_seconds)
+                _time_onnx_file(result, Path(tmp) / "m.onnx", batch_sizes, threads, precisions, timing)
     if result["gflops"]:
         for key in RUNTIMES:
             for row in result[key]:
@@ -186,7 +190,7 @@ def benchmark_model(
 
 
 def _benchmark_onnx_file(
-    path: Path, batch_sizes: tuple[int, ...], threads: int | None, warmup: int, iters: int, min_seconds: float
+    path: Path, batch_sizes: tuple[int, ...], threads: int | None, precisions: tuple[str, ...], timing: tuple
 ) -> dict[str, Any]:
     """An exported model as it ships: ONNX Runtime and (when installed) OpenVINO rows; no torch rows."""
     from dfdetect.runtime.detector import Detector
@@ -194,7 +198,7 @@ def _benchmark_onnx_file(
     det = Detector.load(path, backend="onnx")
     size = int(det.data_config["input_size"][-1])
     result = _result(f"{det.arch} ({path.name})", size, None, path.stat().st_size / 2**20, None, "cpu")
-    _time_onnx_file(result, path, batch_sizes, threads, warmup, iters, min_seconds)
+    _time_onnx_file(result, path, batch_sizes, threads, precisions, timing)
     return result
 
 
@@ -211,23 +215,28 @@ def _time_onnx_file(
     path: Path,
     batch_sizes: tuple[int, ...],
     threads: int | None,
-    warmup: int,
-    iters: int,
-    min_seconds: float,
+    precisions: tuple[str, ...],
+    timing: tuple,
 ) -> None:
-    """Fill ``result``'s ONNX Runtime rows, and OpenVINO's when it is installed, for the model at ``path``."""
+    """Fill ``result``'s ONNX Runtime rows, and OpenVINO's when it is installed (one set per precision in
+    ``precisions``), for the model at ``path``; ``timing``: :func:`timeit`'s (warmup, iters, min_seconds)."""
     from dfdetect.runtime.detector import OnnxBackend, OpenVinoBackend, backend_installed
 
     size = result["input"]
-    runtimes = [("onnxruntime", lambda: OnnxBackend(path, threads=threads))]
+    runtimes = [("onnxruntime", "fp32", lambda: OnnxBackend(path, threads=threads))]
     if backend_installed("openvino"):
         # as Detector runs it: a batch image by image over OpenVINO's streams
-        runtimes.append(("openvino", lambda: OpenVinoBackend(path, threads=threads)))
-    for key, make in runtimes:
+        for p in dict.fromkeys(("fp32", *precisions)):
+            runtimes.append(("openvino", p, lambda p=p: OpenVinoBackend(path, threads=threads, precision=p)))
+    for key, asked, make in runtimes:
         be = make()
+        if be.precision != asked:
+            # bf16 asked on a CPU without native bf16 compiles fp32: the fp32 rows already say that
+            log.info("%s %s runs %s on this CPU: not timed twice", key, asked, be.precision)
+            continue
         for b in batch_sizes:
             xb = np.random.randn(b, 3, size, size).astype(np.float32)
-            row = timing_stats(timeit(lambda xb=xb, be=be: be.logits(xb), warmup, iters, min_seconds), b)
+            row = timing_stats(timeit(lambda xb=xb, be=be: be.logits(xb), *timing), b)
             result[key].append({**row, "precision": be.precision})
 
 

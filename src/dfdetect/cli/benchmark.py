@@ -21,7 +21,7 @@ def benchmark_cmd(
     scan_backends: str = typer.Option(
         "auto",
         help="With --scan: comma-separated backends to time (auto | torch | onnx | openvino | openvino-bf16); "
-        "all run fp32 except openvino-bf16 (reduced precision, asked for).",
+        "all run fp32 except openvino-bf16 (reduced precision, asked for; the model alone is then timed in it too).",
     ),
     cold_start: Path = typer.Option(None, help="Also time a fresh `dfdetect predict IMAGE` process."),
     min_seconds: float = typer.Option(2.0, help="Time each setting at least this long."),
@@ -46,8 +46,14 @@ def benchmark_cmd(
 
     setup_logging()
     sizes = tuple(int(b) for b in batch_sizes.split(",") if b.strip())
+    # a reduced-precision scan gets model-alone rows in the same precision (its scan / model ratio)
+    precisions = tuple(dict.fromkeys(b.strip().partition("-")[2] or "fp32" for b in (scan_backends or "").split(",")))
     try:
-        out = {"model": benchmark_model(model, img_size, sizes, onnx, threads, device, min_seconds=min_seconds)}
+        out = {
+            "model": benchmark_model(
+                model, img_size, sizes, onnx, threads, device, min_seconds=min_seconds, precisions=precisions
+            )
+        }
     except ValueError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
