@@ -214,8 +214,9 @@ class OpenVinoBackend:
         """``n`` infer requests (at most ``MAX_REQUESTS``) on the throughput-compiled model, or None when it would
         have one stream. One request per image lets the whole batch wait in OpenVINO's queue: with a callback
         queue of OpenVINO's optimal 2 requests, each stream idled until Python (holding the GIL, shared with the
-        decode threads) collected an output and submitted the next image; without it, 1.07-1.10x the model alone
-        and the folder scan on a 2-core Zen 5 EPYC, fp32 and bf16 (`experiments/openvino_streams/requests.py`)."""
+        decode threads) collected an output and submitted the next image; without it, on a 2-core Zen 5 EPYC, the
+        model alone 1.13x and the folder scan 1.11x in fp32, both 1.18x in bf16, identical scores
+        (`experiments/openvino_streams/requests.py`)."""
         if self.streams == 1:
             return None
         if self._throughput is None:
