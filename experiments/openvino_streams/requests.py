@@ -1,9 +1,10 @@
-"""OpenVINO batches: one infer request per image, all in flight (now) vs a callback queue of OpenVINO's optimal
-number of requests (before), fp32 and (where the CPU computes it natively) bf16, alternating passes in one process.
+"""OpenVINO batches: a ring of infer requests read in order, no callbacks (now) vs a callback queue of OpenVINO's
+optimal number of requests (before), fp32 and (where the CPU computes it natively) bf16, alternating passes in one
+process.
 
-With the queue (2 requests on a 2-core CPU), a stream that finished an image waited for Python to run the
-callback and submit the next one, and Python's GIL is shared with the folder scan's decode threads; with a
-request per image the whole batch waits in OpenVINO's own queue. Scores must be identical.
+With ``AsyncInferQueue`` (2 requests on a 2-core CPU), a stream that finished an image waited for Python to run
+the callback and to submit the next image, and Python's GIL is shared with the folder scan's decode threads; the
+ring (2 requests per stream) starts image i as soon as image i - k has been read. Scores must be identical.
 
     python experiments/openvino_streams/requests.py [--passes 3] [--folder ../shared/data/faces140k-subset]
 """
@@ -63,7 +64,7 @@ def main() -> None:
         if now.precision != precision:
             print(f"{precision}: this CPU has no native {precision}, not timed")
             continue
-        backends[f"{precision}, request per image (now)"] = now
+        backends[f"{precision}, ring, no callback (now)"] = now
         backends[f"{precision}, callback queue (before)"] = CallbackQueue(onnx, precision=precision)
     for a, b in zip(list(backends)[::2], list(backends)[1::2]):
         print(f"{a} vs {b}: max |logit difference| {np.abs(backends[a].logits(x) - backends[b].logits(x)).max():.2e}")

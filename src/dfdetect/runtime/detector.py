@@ -145,14 +145,15 @@ def _ov_core() -> Any:
 PRECISIONS = ("fp32", "bf16")
 """Numeric precision a backend may run in: fp32 (the default everywhere) or bf16 (OpenVINO only, when asked)."""
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
-MAX_REQUESTS = 64
-"""OpenVINO: most images of one batch in flight at once (each request holds one input-sized buffer)."""
+IN_FLIGHT_PER_STREAM = 2
+"""OpenVINO batches: images in flight per throughput stream (each request holds one input-sized buffer; with 2,
+a stream has its next image queued while Python reads the last one's output)."""
 
 
 class OpenVinoBackend:
     """OpenVINO on CPU, on the process-wide Core, in two compiled forms. A single image runs on a latency-compiled
-    model (one stream, every thread on it); a batch runs image by image on a throughput-compiled model, one infer
-    request per image, all in flight at once over OpenVINO's streams (it picks them: 2 on a 2-core CPU). On a 2-core
+    model (one stream, every thread on it); a batch runs image by image on a throughput-compiled model, on a ring of
+    infer requests (2 per stream) over OpenVINO's streams (it picks them: 2 on a 2-core CPU). On a 2-core
     AMX Xeon, fp32, 64 images: 92 images/s with streams vs 79 image by image on one stream and 84 as one 32-image
     call (`experiments/openvino_streams/`); the earlier one-stream choice (image by image, 38 vs 36 images/s as
     whole batches on the reference AVX2 CPU) is what ``streams=1`` keeps.
@@ -203,20 +204,16 @@ class OpenVinoBackend:
         self._lock = threading.Lock()
         self._request = self.compiled.create_infer_request()
         self._throughput: Any = None  # the throughput-compiled model, made on the first batch that wants it
-        self._requests: list[Any] = []  # its infer requests, one per image of the largest batch so far
+        self._requests: list[Any] = []  # its infer requests, used as a ring
 
     def metadata(self) -> str | None:
         if not self.ov_model.has_rt_info(["framework", "dfdetect"]):
             return None
         return str(self.ov_model.get_rt_info(["framework", "dfdetect"]).astype(str))
 
-    def _batch_requests(self, n: int) -> list[Any] | None:
-        """``n`` infer requests (at most ``MAX_REQUESTS``) on the throughput-compiled model, or None when it would
-        have one stream. One request per image lets the whole batch wait in OpenVINO's queue: with a callback
-        queue of OpenVINO's optimal 2 requests, each stream idled until Python (holding the GIL, shared with the
-        decode threads) collected an output and submitted the next image; without it, on a 2-core Zen 5 EPYC, the
-        model alone 1.13x and the folder scan 1.11x in fp32, both 1.18x in bf16, identical scores
-        (`experiments/openvino_streams/requests.py`)."""
+    def _batch_requests(self) -> list[Any] | None:
+        """The infer requests (``IN_FLIGHT_PER_STREAM`` per stream) of the throughput-compiled model, or None when
+        it would have one stream."""
         if self.streams == 1:
             return None
         if self._throughput is None:
@@ -224,36 +221,46 @@ class OpenVinoBackend:
             if self.streams is not None:
                 config["NUM_STREAMS"] = self.streams
             compiled = _ov_core().compile_model(self.ov_model, "CPU", config)
-            if int(compiled.get_property("NUM_STREAMS")) < 2:
+            streams = int(compiled.get_property("NUM_STREAMS"))
+            if streams < 2:
                 self.streams = 1  # one core: the latency model is the same work without the queue
                 return None
             self._throughput = compiled
-        want = min(n, MAX_REQUESTS)
-        self._requests += [self._throughput.create_infer_request() for _ in range(want - len(self._requests))]
-        return self._requests[:want]
+            self._requests = [compiled.create_infer_request() for _ in range(IN_FLIGHT_PER_STREAM * streams)]
+        return self._requests
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock:
-            requests = self._batch_requests(len(batch)) if len(batch) > 1 else None
+            requests = self._batch_requests() if len(batch) > 1 else None
             if requests is None:  # copy: the request reuses its output buffer on the next call
                 return np.concatenate(
                     [np.array(self._request.infer({0: batch[i : i + 1]})[0], copy=True) for i in range(len(batch))]
                 )
-            outs = []
-            for start in range(0, len(batch), len(requests)):
-                part = batch[start : start + len(requests)]
-                started = []
-                try:
-                    for i, r in enumerate(requests[: len(part)]):
-                        # shared: the request reads the batch's own memory, which outlives the wait below
-                        r.start_async({0: part[i : i + 1]}, share_inputs=True)
-                        started.append(r)
-                finally:
-                    for r in started:
-                        r.wait()
-                outs += [np.array(r.get_output_tensor(0).data, copy=True) for r in started]
+            # A ring over the requests, image i on request i % k; image i - k's request is free (and read) before
+            # image i starts on it. No callbacks: with OpenVINO's AsyncInferQueue, its streams idled until Python
+            # (whose GIL the decode threads share) ran each callback; without them, on a 2-core Zen 5 EPYC, the
+            # model alone 1.10x and the folder scan 1.08x in fp32 (bf16 1.06x / 1.09x), identical scores
+            # (`experiments/openvino_streams/requests.py`).
+            k, n, outs = len(requests), len(batch), []
+            try:
+                for i in range(n):
+                    if i >= k:  # image i - k ran on the same request: read it first
+                        outs.append(_read(requests[i % k]))
+                    # copied in: sharing the batch's memory was no faster and kept each last batch alive (+20 MB)
+                    requests[i % k].start_async({0: batch[i : i + 1]})
+                outs += [_read(requests[i % k]) for i in range(max(0, n - k), n)]
+            except BaseException:
+                for r in requests[: min(n, k)]:  # none left running: the next batch starts on idle requests
+                    r.wait()
+                raise
             return np.concatenate(outs)
+
+
+def _read(request: Any) -> np.ndarray:
+    """Wait for an OpenVINO request and copy its output (the request is reused)."""
+    request.wait()
+    return np.array(request.get_output_tensor(0).data, copy=True)
 
 
 def one_image_batches(model: Any) -> None:
