@@ -65,7 +65,7 @@ def test_health_and_models(client):
     h = r.json()
     assert h["status"] == "ok" and h["version"]
     assert h["model"]["id"].startswith("tiny_efficientnet-")
-    assert h["model"]["backend"] == "torch" and h["model"]["device"] == "cpu"
+    assert h["model"]["backend"] == "torch" and h["model"]["device"] == "cpu" and h["model"]["precision"] == "fp32"
     m = client.get("/models").json()["models"]
     assert m[0]["id"] == h["model"]["id"] and m[0]["input_size"][0] == 3
 
@@ -471,6 +471,7 @@ def test_browser_upload_shows_verdict(model_path, tmp_path, tiny_data):
         driver.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(driver, 30)
         wait.until(ec.text_to_be_present_in_element((By.ID, "model-info"), "tiny_efficientnet"))
+        assert "torch fp32 on cpu" in driver.find_element(By.ID, "model-info").text  # backend and its precision
         image = _images(tiny_data, 1)[0]
         driver.find_element(By.ID, "file-input").send_keys(str(image))
         card = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, ".verdict.fake, .verdict.real")))
@@ -1033,6 +1034,7 @@ def test_every_serve_setting_survives_the_trip_through_the_environment():
         "store_images": "/tmp/imgs",
         "device": "cpu",
         "backend": "onnx",
+        "precision": "bf16",
         "max_batch": 4,
         "max_wait_ms": 1.5,
         "threads": 2,
@@ -1045,3 +1047,30 @@ def test_every_serve_setting_survives_the_trip_through_the_environment():
     assert settings_from_env(settings_env(given)) == given
     unset = settings_from_env(settings_env({k: None for k in given}))
     assert unset == {k: default for k, (_, _, default) in ENV_SETTINGS.items()}
+
+
+def test_serve_runs_the_precision_asked_for_and_says_which(tiny_run, tiny_data, tmp_path):
+    """`serve --precision bf16` serves OpenVINO in bf16 where the CPU computes it natively (else fp32), and /health
+    names the precision the backend runs in; bad values are refused before the server starts."""
+    pytest.importorskip("openvino")
+    from typer.testing import CliRunner
+
+    from dfdetect.cli import app as cli
+    from dfdetect.runtime.detector import Detector
+    from dfdetect.runtime.export import export_onnx
+
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(tiny_run / "best.pt", onnx_path)
+    expected = Detector.load(onnx_path, precision="bf16").backend.precision
+    with TestClient(create_app(model=str(onnx_path), db=tmp_path / "s.db", precision="bf16")) as c:
+        assert c.get("/health").json()["model"]["precision"] == expected
+        r = c.post("/predict", files=_upload(_images(tiny_data, 2)))
+        assert r.status_code == 200 and all(p["score"] is not None for p in r.json()["predictions"])
+    with TestClient(create_app(model=str(onnx_path), db=tmp_path / "s.db")) as c:
+        assert c.get("/health").json()["model"]["precision"] == "fp32"
+    for args, why in (
+        (["--precision", "fp8"], "--precision must be one of"),
+        (["--backend", "onnx", "--precision", "bf16"], "runs on openvino only"),
+    ):
+        r = CliRunner().invoke(cli, ["serve", "--model", str(onnx_path), "--db", str(tmp_path / "x.db"), *args])
+        assert r.exit_code == 2 and why in r.output, r.output

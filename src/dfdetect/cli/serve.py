@@ -67,6 +67,9 @@ def serve(
     ),
     device: str = device_option(),
     backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
+    precision: str = typer.Option(
+        "fp32", help="fp32 | bf16 (bf16: OpenVINO only, faster on AVX-512 BF16/AMX CPUs, scores move; see README)."
+    ),
     max_batch: int = typer.Option(16, help="Micro-batching: most images scored in one forward pass."),
     max_wait_ms: float = typer.Option(2.0, help="Micro-batching: how long a request waits for company."),
     threads: int = typer.Option(
@@ -98,7 +101,7 @@ def serve(
         from dfdetect.serve.settings import settings_env
     except ImportError as e:
         fail(f"serving needs the 'serve' extra: pip install 'dfdetect[serve]' ({e})")
-    from dfdetect.runtime.detector import shipped_name
+    from dfdetect.runtime.detector import PRECISIONS, shipped_name
 
     if model is not None and not model.is_file() and shipped_name(model) is None:
         fail(f"model file {model} not found (nor a shipped model name: default | large)")
@@ -110,6 +113,8 @@ def serve(
         (max_files >= 1, "--max-files must be at least 1"),
         (timeout_body > 0, "--timeout-body must be positive"),
         (max_concurrent_decodes >= 0, "--max-concurrent-decodes must be 0 (one per CPU core) or more"),
+        (precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"),
+        (precision == "fp32" or backend in ("auto", "openvino"), f"--precision {precision} runs on openvino only"),
     ):
         if not valid:
             fail(why)
@@ -132,6 +137,7 @@ def serve(
         "store_images": str(store_images.resolve()) if store_images else None,
         "device": device,
         "backend": backend,
+        "precision": precision,
         "max_batch": max_batch,
         "max_wait_ms": max_wait_ms,
         "threads": max(0, threads),

@@ -64,6 +64,7 @@ def create_app(
     *,
     device: str = "auto",
     backend: str = "auto",
+    precision: str = "fp32",
     max_files: int = 32,
     max_batch: int = 16,
     max_wait_ms: float = 2.0,
@@ -102,6 +103,7 @@ def create_app(
         store_images=store_images,
         device=device,
         backend=backend,
+        precision=precision,
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         threads=threads,
@@ -140,7 +142,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     from dfdetect.runtime.detector import Detector
 
     settings: ServeSettings = app.state.settings
-    detector = await run_in_threadpool(Detector.load, settings.model, settings.device, settings.backend)
+    detector = await run_in_threadpool(
+        Detector.load, settings.model, settings.device, settings.backend, settings.precision
+    )
     if settings.threads:
         await run_in_threadpool(set_threads, detector, settings.threads)
     scans = await run_in_threadpool(ScanDB, settings.db)
@@ -148,9 +152,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     svc.batcher.start()
     app.state.svc = svc
     log.info(
-        "serving %s (%s on %s), scan history %s%s",
+        "serving %s (%s %s on %s), scan history %s%s",
         detector.model_id,
         detector.backend.name,
+        getattr(detector.backend, "precision", "fp32"),
         getattr(detector.backend, "device", "cpu"),
         settings.db,
         ", API key required" if settings.api_key else "",

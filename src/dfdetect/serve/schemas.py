@@ -12,6 +12,7 @@ class ModelInfo(BaseModel):
     arch: str
     backend: str = Field(description="torch, onnxruntime or openvino")
     device: str
+    precision: str = Field("fp32", description="fp32 or bf16: what the backend runs in (read back from it).")
     threshold: float = Field(description="Stored decision threshold: fake when P(fake) >= threshold.")
     input_size: list[int] | None = Field(None, description="(channels, height, width) the model sees.")
     explain: bool | None = Field(None, description="Whether POST /explain can run (None: not tried yet).")

@@ -53,6 +53,7 @@ class Service:
             arch=det.arch,
             backend=det.backend.name,
             device=str(getattr(det.backend, "device", "cpu")),
+            precision=str(getattr(det.backend, "precision", "fp32")),
             threshold=det.threshold,
             input_size=[int(x) for x in size] if size else None,
             explain=None if not self.explainer.tried else self.explainer.unavailable is None,

@@ -45,6 +45,8 @@ class ServeSettings:
     store_images: bool | str | Path = False
     device: str = "auto"
     backend: str = "auto"
+    precision: str = "fp32"
+    """fp32 (default) or bf16 (OpenVINO; faster on CPUs with native bf16, scores move: see the README)."""
     max_batch: int = 16
     max_wait_ms: float = 2.0
     threads: int | None = None
@@ -92,6 +94,7 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str], Any], Any]] = {
     "store_images": ("STORE_IMAGES", str, False),
     "device": ("DEVICE", str, "auto"),
     "backend": ("BACKEND", str, "auto"),
+    "precision": ("PRECISION", str, "fp32"),
     "max_batch": ("MAX_BATCH", int, 16),
     "max_wait_ms": ("MAX_WAIT_MS", float, 2.0),
     "threads": ("THREADS", lambda v: int(v) or None, None),

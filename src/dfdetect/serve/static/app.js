@@ -62,7 +62,8 @@
       const h = await api("/health");
       const m = h.model;
       $("#model-info").textContent =
-        "model " + m.id + " (" + m.arch + ", " + m.backend + " on " + m.device + "), threshold " +
+        "model " + m.id + " (" + m.arch + ", " + m.backend + " " + (m.precision || "fp32") + " on " + m.device +
+        "), threshold " +
         m.threshold.toFixed(3) + " - dfdetect " + h.version;
     } catch (e) {
       $("#model-info").textContent = "server unreachable: " + e.message;
