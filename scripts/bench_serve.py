@@ -92,6 +92,8 @@ def start_server(args: argparse.Namespace, port: int, db: Path) -> subprocess.Po
         cmd += ["--threads", str(args.threads)]
     if args.backend:
         cmd += ["--backend", args.backend]
+    if args.precision:
+        cmd += ["--precision", args.precision]
     env = dict(os.environ)
     env.pop("DFDETECT_API_KEY", None)
     log.info("starting: %s", " ".join(cmd))
@@ -151,7 +153,8 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=None, help="Checkpoint or .onnx (default: the shipped model).")
-    ap.add_argument("--backend", default=None, help="auto | torch | onnx")
+    ap.add_argument("--backend", default=None, help="auto | torch | onnx | openvino")
+    ap.add_argument("--precision", default=None, help="fp32 (default) | bf16 (OpenVINO, where the CPU has it)")
     ap.add_argument("--requests", "-n", type=int, default=1000)
     ap.add_argument("--concurrency", "-c", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=100, help="Requests before the first memory reading.")
@@ -221,8 +224,10 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     log.info(
-        "%s: %d requests, %d errors, p50 %.1f ms, p95 %.1f ms, %.1f req/s, RSS %.0f -> %.0f MB (%+.1f%%)",
+        "%s: %s %s, %d requests, %d errors, p50 %.1f ms, p95 %.1f ms, %.1f req/s, RSS %.0f -> %.0f MB (%+.1f%%)",
         "PASS" if ok else "FAIL",
+        health["model"]["backend"],
+        health["model"].get("precision", "fp32"),
         args.requests,
         len(errors),
         res["latency_ms"]["p50"],
