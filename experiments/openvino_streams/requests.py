@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from run import load_inputs, measure, print_table  # the sibling script (this folder is on sys.path)
 
-from dfdetect.runtime.detector import Detector, OpenVinoBackend, _ov_core, expand_paths
+from dfdetect.runtime.detector import OpenVinoBackend, _ov_core
 
 
 class CallbackQueue(OpenVinoBackend):
@@ -54,10 +54,7 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=3)
     args = ap.parse_args()
 
-    det = Detector.load(args.model, backend="onnx")
-    onnx = Path(det.source)
-    size = det.data_config["input_size"][-1]
-    x = np.random.default_rng(0).standard_normal((64, 3, size, size)).astype(np.float32)
+    det, onnx, x, files = load_inputs(args.model, args.folder)
     backends: dict[str, OpenVinoBackend] = {}
     for precision in ("fp32", "bf16"):
         now = OpenVinoBackend(onnx, precision=precision)
@@ -66,33 +63,17 @@ def main() -> None:
             continue
         backends[f"{precision}, ring, no callback (now)"] = now
         backends[f"{precision}, callback queue (before)"] = CallbackQueue(onnx, precision=precision)
-    for a, b in zip(list(backends)[::2], list(backends)[1::2]):
+    pairs = list(zip(list(backends)[::2], list(backends)[1::2]))
+    for a, b in pairs:
         print(f"{a} vs {b}: max |logit difference| {np.abs(backends[a].logits(x) - backends[b].logits(x)).max():.2e}")
-    files, _ = expand_paths([args.folder]) if args.folder.is_dir() else ([], [])
-
-    model_ips: dict[str, list[float]] = {k: [] for k in backends}
-    scan_ips: dict[str, list[float]] = {k: [] for k in backends}
-    for _ in range(args.passes):
-        for name, be in backends.items():
-            t = time.perf_counter()
-            for i in range(0, len(x), 32):
-                be.logits(x[i : i + 32])
-            model_ips[name].append(len(x) / (time.perf_counter() - t))
-            if files:
-                det.backend = be
-                t = time.perf_counter()
-                det.predict(files, batch_size=32)
-                scan_ips[name].append(len(files) / (time.perf_counter() - t))
-
-    cell = lambda v: f"{min(v):.1f}-{max(v):.1f} (median {statistics.median(v):.1f})" if v else "-"  # noqa: E731
-    print(f"{f'images/s, {args.passes} alternating passes':<40}{'model alone (batch 32)':>28}{'folder scan':>28}")
-    for name in backends:
-        print(f"{name:<40}{cell(model_ips[name]):>28}{cell(scan_ips[name]):>28}")
-    for a, b in zip(list(backends)[::2], list(backends)[1::2]):
-        line = f"{a} / before, medians: model {statistics.median(model_ips[a]) / statistics.median(model_ips[b]):.2f}x"
+    model_ips, scan_ips = measure(det, backends, x, files, args.passes, 32)
+    print_table(model_ips, scan_ips, args.passes, "model alone (batch 32)")
+    med = {k: statistics.median(v) for k, v in model_ips.items()}
+    for a, b in pairs:
+        line = f"{a} / before, medians: model {med[a] / med[b]:.2f}x"
         if files:
             line += f", scan {statistics.median(scan_ips[a]) / statistics.median(scan_ips[b]):.2f}x"
-            line += f"; scan / model alone {statistics.median(scan_ips[a]) / statistics.median(model_ips[a]):.2f}"
+            line += f"; scan / model alone {statistics.median(scan_ips[a]) / med[a]:.2f}"
         print(line)
 
 

@@ -15,10 +15,47 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dfdetect.runtime.detector import Detector, OnnxBackend, OpenVinoBackend, expand_paths
+
+
+def load_inputs(model: str, folder: Path) -> tuple[Detector, Path, np.ndarray, list[Path]]:
+    """The detector (ONNX Runtime), its .onnx file, 64 random model inputs, and the folder's images (or none)."""
+    det = Detector.load(model, backend="onnx")
+    size = det.data_config["input_size"][-1]
+    x = np.random.default_rng(0).standard_normal((64, 3, size, size)).astype(np.float32)
+    files, _ = expand_paths([folder]) if folder.is_dir() else ([], [])
+    return det, Path(det.source), x, files
+
+
+def measure(
+    det: Detector, backends: dict[str, Any], x: np.ndarray, files: list[Path], passes: int, batch_size: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Images/s of each backend alone (``x`` in batches) and scanning ``files`` through ``det``, alternating."""
+    model_ips: dict[str, list[float]] = {k: [] for k in backends}
+    scan_ips: dict[str, list[float]] = {k: [] for k in backends}
+    for _ in range(passes):
+        for name, be in backends.items():
+            t = time.perf_counter()
+            for i in range(0, len(x), batch_size):
+                be.logits(x[i : i + batch_size])
+            model_ips[name].append(len(x) / (time.perf_counter() - t))
+            if files:
+                det.backend = be
+                t = time.perf_counter()
+                det.predict(files, batch_size=batch_size)
+                scan_ips[name].append(len(files) / (time.perf_counter() - t))
+    return model_ips, scan_ips
+
+
+def print_table(model_ips: dict[str, list[float]], scan_ips: dict[str, list[float]], passes: int, head: str) -> None:
+    cell = lambda v: f"{min(v):.1f}-{max(v):.1f} (median {statistics.median(v):.1f})" if v else "-"  # noqa: E731
+    print(f"{f'images/s, {passes} alternating passes':<40}{head:>28}{'folder scan':>28}")
+    for name in model_ips:
+        print(f"{name:<40}{cell(model_ips[name]):>28}{cell(scan_ips[name]):>28}")
 
 
 def main() -> None:
@@ -29,10 +66,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
 
-    det = Detector.load(args.model, backend="onnx")
-    onnx = Path(det.source)
-    size = det.data_config["input_size"][-1]
-    x = np.random.default_rng(0).standard_normal((64, 3, size, size)).astype(np.float32)
+    det, onnx, x, files = load_inputs(args.model, args.folder)
     backends = {
         "OpenVINO, streams (auto)": OpenVinoBackend(onnx),
         "OpenVINO, one stream": OpenVinoBackend(onnx, streams=1),
@@ -44,28 +78,8 @@ def main() -> None:
         print(
             f"{name}: max |logit - ONNX Runtime fp32| {np.abs(be.logits(x) - ref).max():.2e}, precision {be.precision}"
         )
-    files, _ = expand_paths([args.folder]) if args.folder.is_dir() else ([], [])
-
-    model_ips: dict[str, list[float]] = {k: [] for k in backends}
-    scan_ips: dict[str, list[float]] = {k: [] for k in backends}
-    for _ in range(args.passes):
-        for name, be in backends.items():
-            t = time.perf_counter()
-            for i in range(0, len(x), args.batch_size):
-                be.logits(x[i : i + args.batch_size])
-            model_ips[name].append(len(x) / (time.perf_counter() - t))
-            if files:
-                det.backend = be
-                t = time.perf_counter()
-                det.predict(files, batch_size=args.batch_size)
-                scan_ips[name].append(len(files) / (time.perf_counter() - t))
-
-    head_model, head_scan = f"model alone (batch {args.batch_size})", f"folder scan ({len(files)} files)"
-    print(f"{f'images/s, {args.passes} alternating passes':<40}{head_model:>28}{head_scan:>28}")
-    for name in backends:
-        m, s = model_ips[name], scan_ips[name]
-        cell = lambda v: f"{min(v):.1f}-{max(v):.1f} (median {statistics.median(v):.1f})" if v else "-"  # noqa: E731
-        print(f"{name:<40}{cell(m):>28}{cell(s):>28}")
+    model_ips, scan_ips = measure(det, backends, x, files, args.passes, args.batch_size)
+    print_table(model_ips, scan_ips, args.passes, f"model alone (batch {args.batch_size})")
     names = list(backends)
     for a, b in (names[0:2], names[2:4]):
         line = f"{a} / {b}, medians: model {statistics.median(model_ips[a]) / statistics.median(model_ips[b]):.2f}x"
