@@ -1070,7 +1070,7 @@ def test_serve_runs_the_precision_asked_for_and_says_which(tiny_run, tiny_data, 
         assert c.get("/health").json()["model"]["precision"] == "fp32"
     for args, why in (
         (["--precision", "fp8"], "--precision must be one of"),
-        (["--backend", "onnx", "--precision", "bf16"], "runs on openvino only"),
+        (["--backend", "onnx", "--precision", "bf16"], "runs on the openvino backend only"),
     ):
         r = CliRunner().invoke(cli, ["serve", "--model", str(onnx_path), "--db", str(tmp_path / "x.db"), *args])
         assert r.exit_code == 2 and why in r.output, r.output

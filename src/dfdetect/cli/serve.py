@@ -101,7 +101,7 @@ def serve(
         from dfdetect.serve.settings import settings_env
     except ImportError as e:
         fail(f"serving needs the 'serve' extra: pip install 'dfdetect[serve]' ({e})")
-    from dfdetect.runtime.detector import PRECISIONS, shipped_name
+    from dfdetect.runtime.detector import backend_for_precision, shipped_name
 
     if model is not None and not model.is_file() and shipped_name(model) is None:
         fail(f"model file {model} not found (nor a shipped model name: default | large)")
@@ -113,11 +113,13 @@ def serve(
         (max_files >= 1, "--max-files must be at least 1"),
         (timeout_body > 0, "--timeout-body must be positive"),
         (max_concurrent_decodes >= 0, "--max-concurrent-decodes must be 0 (one per CPU core) or more"),
-        (precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}"),
-        (precision == "fp32" or backend in ("auto", "openvino"), f"--precision {precision} runs on openvino only"),
     ):
         if not valid:
             fail(why)
+    try:  # before the server starts: the same check Detector.load makes
+        backend_for_precision(backend, precision)
+    except ValueError as e:
+        fail(f"--{e}")
     loopback = host in ("127.0.0.1", "localhost", "::1")
     if not loopback and not api_key and not insecure_no_key:
         fail(

@@ -176,9 +176,8 @@ class OpenVinoBackend:
         core = _ov_core()
         try:
             self.ov_model = core.read_model(str(path))
-        except RuntimeError as e:  # OpenVINO's parse errors are plain RuntimeErrors, their reason on the last line
-            reason = str(e).strip().splitlines()[-1:] or [type(e).__name__]
-            raise CheckpointError(f"{path}: truncated or not an ONNX model ({reason[0][:300]})") from e
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: truncated or not an ONNX model ({_ov_reason(e)[:300]})") from e
         one_image_batches(self.ov_model)
         self._config = {
             "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
@@ -190,7 +189,7 @@ class OpenVinoBackend:
             if precision == "fp32":
                 raise
             # e.g. bf16 with oneDNN capped below its bf16 kernels (ONEDNN_MAX_CPU_ISA=AVX2): "object is not initialized"
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
+            reason = _ov_reason(e)[:200]
             self._config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION["fp32"]
             self.compiled = core.compile_model(self.ov_model, "CPU", {"PERFORMANCE_HINT": "LATENCY", **self._config})
         else:
@@ -279,6 +278,11 @@ def one_image_batches(model: Any) -> None:
         log.debug("OpenVINO: batch left dynamic (%s)", str(e).strip().splitlines()[-1:])
 
 
+def _ov_reason(e: RuntimeError) -> str:
+    """OpenVINO's errors are plain RuntimeErrors with a C++ trace; the reason is on the last line."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[-1]
+
+
 def _ov_precision_name(compiled: Any) -> str:
     """The precision OpenVINO actually compiled for (read back, not assumed): fp32 or bf16 (or its own name)."""
     try:
@@ -342,14 +346,7 @@ class Detector:
         """
         if backend not in ("auto", "torch", *ONNX_BACKENDS):
             raise ValueError(f"backend must be auto, torch, onnx or openvino, not {backend!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-        if precision != "fp32":
-            if backend not in ("auto", "openvino"):
-                raise ValueError(f"precision {precision} runs on the openvino backend only, not {backend}")
-            if not backend_installed("openvino"):
-                raise ValueError(f"precision {precision} needs OpenVINO: pip install 'dfdetect[openvino]'")
-            backend = "openvino"
+        backend = backend_for_precision(backend, precision)
         name = shipped_name(path)
         if name is not None:
             weights, onnx = WEIGHTS_DIR / f"{name}.safetensors", WEIGHTS_DIR / f"{name}.onnx"
@@ -495,6 +492,20 @@ class EnsembleDetector(Detector):
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
         return self.backend.model.pack(img)
+
+
+def backend_for_precision(backend: str, precision: str) -> str:
+    """The backend that runs ``precision`` when ``backend`` is asked for (bf16 is OpenVINO's); ValueError saying
+    why when it cannot run there."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return backend
+    if backend not in ("auto", "openvino"):
+        raise ValueError(f"precision {precision} runs on the openvino backend only, not {backend}")
+    if not backend_installed("openvino"):
+        raise ValueError(f"precision {precision} needs OpenVINO: pip install 'dfdetect[openvino]'")
+    return "openvino"
 
 
 def backend_installed(module: str) -> bool:
