@@ -19,7 +19,7 @@ from dfdetect.data.datasets import (
     stratified_split,
     write_manifest,
 )
-from dfdetect.data.io import ImageLoadError, open_image
+from dfdetect.data.io import ImageLoadError, open_image, read_image
 from dfdetect.data.preprocess import preprocess
 
 
@@ -64,6 +64,27 @@ def test_exif_orientation_applied(tmp_path):
     p = tmp_path / "o.jpg"
     img.save(p, exif=exif)
     assert open_image(p).size == (20, 40)
+
+
+def test_read_image_returns_the_jpeg_tables_of_the_same_parse(tmp_path):
+    """The scan's quality estimate reads the tables from the one decode; a rotated JPEG keeps them too."""
+    from dfdetect.faces.predict import jpeg_quality
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (24, 40, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "q55.jpg", quality=55, exif=exif)
+    img.convert("L").save(tmp_path / "grey.jpg", quality=70)
+    img.save(tmp_path / "x.png")
+    rotated, tables = read_image((tmp_path / "q55.jpg").read_bytes())
+    assert rotated.size == (24, 40) and rotated.mode == "RGB" and jpeg_quality(tables) == 55
+    grey, tables = read_image(tmp_path / "grey.jpg")
+    assert grey.mode == "RGB" and jpeg_quality(tables) == 70
+    assert read_image(tmp_path / "x.png")[1] is None
+    # The upright image is returned without a copy: it must not depend on the file after the call.
+    upright = open_image(tmp_path / "x.png")
+    (tmp_path / "x.png").write_bytes(b"gone")
+    assert np.array_equal(np.asarray(upright), np.asarray(img))
 
 
 def test_bad_files_raise_one_clear_error(tmp_path):

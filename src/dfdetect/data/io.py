@@ -10,6 +10,7 @@ import hashlib
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -52,6 +53,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def open_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT) -> Image.Image:
     """Decode an image file (path or bytes) into RGB. Raises ImageLoadError with the reason (the pixel and
     aspect-ratio limits are checked on the header, before any pixel is decoded)."""
+    return read_image(source, max_pixels, max_aspect)[0]
+
+
+def read_image(
+    source: str | Path | bytes, max_pixels: int = MAX_PIXELS, max_aspect: float = MAX_ASPECT
+) -> tuple[Image.Image, dict[int, Any] | None]:
+    """:func:`open_image` plus the JPEG quantisation tables of the same header (None for other formats), so a
+    folder scan's quality estimate costs no second parse of the file."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if isinstance(source, bytes):
         if not source:
@@ -74,9 +83,11 @@ def open_image(source: str | Path | bytes, max_pixels: int = MAX_PIXELS, max_asp
                     raise ImageLoadError(
                         f"{name}: {w}x{h} px is beyond the {max_aspect:g}:1 aspect-ratio limit (not a photo to score)"
                     )
+                tables = getattr(img, "quantization", None) or None
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
+                # In place: an upright image (nearly all) is not copied; a rotated one is transposed anyway.
+                ImageOps.exif_transpose(img, in_place=True)
+                return to_rgb(img), tables
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dfdetect.data.io import to_rgb
+
 _PIL_INTERP = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -70,4 +72,4 @@ def normalize(arr_hwc_uint8: np.ndarray, data_config: dict[str, Any]) -> np.ndar
 
 def preprocess(img: Image.Image, data_config: dict[str, Any]) -> np.ndarray:
     """RGB PIL image -> normalised float32 CHW array of the model's input size."""
-    return normalize(np.asarray(resize_crop(img.convert("RGB"), data_config)), data_config)
+    return normalize(np.asarray(resize_crop(to_rgb(img), data_config)), data_config)

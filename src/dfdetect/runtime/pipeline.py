@@ -16,7 +16,6 @@ they skipped (not an image, a directory named like one, a broken link) instead o
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from dfdetect.core.labels import verdict
-from dfdetect.data.io import ImageLoadError, is_image_file, open_image, to_rgb
+from dfdetect.data.io import ImageLoadError, is_image_file, read_image, to_rgb
 from dfdetect.faces.predict import (
     HEAVY_JPEG,
     MIN_FACE,
@@ -167,10 +166,10 @@ def decode_bytes(data: bytes, name: str) -> Decoded:
     """Hash and decode the same bytes; the JPEG quality comes from the same bytes' quantisation tables."""
     sha = hashlib.sha256(data).hexdigest()
     try:
-        img = open_image(data)
+        img, tables = read_image(data)
     except ImageLoadError as e:
         return Decoded(name, sha, error=str(e).replace("<bytes>", name))
-    return Decoded(name, sha, img, jpeg_quality_of(data))
+    return Decoded(name, sha, img, jpeg_quality(tables))
 
 
 def read_file(path: Path) -> Decoded:
@@ -179,17 +178,6 @@ def read_file(path: Path) -> Decoded:
     except OSError as e:
         return Decoded(str(path), None, error=f"{path}: cannot read ({e.strerror})")
     return decode_bytes(data, str(path))
-
-
-def jpeg_quality_of(data: bytes) -> int | None:
-    """IJG-equivalent JPEG quality of encoded bytes (None for other formats or unreadable tables)."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    try:
-        with Image.open(io.BytesIO(data)) as im:  # header only: the tables, no pixels
-            return jpeg_quality(getattr(im, "quantization", None))
-    except Exception:  # noqa: BLE001 - the estimate is optional; decoding already succeeded
-        return None
 
 
 # ---- the face-mode rule (one place) ---------------------------------------------------------------------------
