@@ -38,7 +38,7 @@ from dfdetect.serve.batcher import MicroBatcher
 from dfdetect.serve.db import ScanDB
 from dfdetect.serve.routers import ROUTERS
 from dfdetect.serve.routers.page import STATIC_DIR
-from dfdetect.serve.security import guard_host_and_origin
+from dfdetect.serve.security import HostOriginGuard
 from dfdetect.serve.service import Service, set_threads
 from dfdetect.serve.settings import (
     API_KEY_ENV,
@@ -119,7 +119,7 @@ def create_app(
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    guard_host_and_origin(app, settings)
+    app.add_middleware(HostOriginGuard, settings=settings)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
