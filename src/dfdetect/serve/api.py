@@ -163,7 +163,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        svc.batcher.stop()
+        svc.close()
         scans.close()
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from starlette.concurrency import run_in_threadpool
 
 from dfdetect.runtime import pipeline
 from dfdetect.serve.decoding import all_failed, prepare_upload
@@ -79,7 +78,7 @@ async def predict(request: Request) -> PredictResponse:
     scored = [(r, rec) for r, rec in zip(received, records) if rec.error is None]
     rows = [(r, rec.score, rec.label, thr) for r, rec in scored]
     extras = [face_extra(rec) if rec.mode == "faces" else None for _, rec in scored]
-    ids = await run_in_threadpool(svc.record, rows, form.case_id, "predict", det.model_id, extras)
+    ids = await svc.in_thread(svc.record, rows, form.case_id, "predict", det.model_id, extras)
     id_of = {id(r): i for (r, _), i in zip(scored, ids)}
     preds = [prediction_out(rec) for rec in records]
     return PredictResponse(predictions=preds, scan_ids=[id_of.get(id(r)) for r in received], case_id=form.case_id)
