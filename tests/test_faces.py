@@ -157,6 +157,20 @@ def test_video(tmp_path):
     assert (out / "clip.scores.png").stat().st_size > 1000
 
 
+def test_video_progress_counts_every_frame_and_samples_the_same(tmp_path, det, capsys):
+    """The progress bar runs over all frames (grab), while only the sampled ones are retrieved and scored."""
+    from dfdetect.runtime.video import analyze_video
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    for i in range(25):
+        writer.write(np.full((240, 320, 3), 10 * i, dtype=np.uint8))
+    writer.release()
+    r = analyze_video(det, path, sample_fps=4.0, progress=True)
+    assert r.frames_read == 25 and r.frames_sampled == 10  # t = 0, 0.3, 0.5, 0.8, ... 2.3 s: every 2-3 frames
+    assert "25/25" in capsys.readouterr().err
+
+
 # ---- eye-based alignment ------------------------------------------------------------------------------
 def rotated_paste(face_path: Path, angle: float) -> Image.Image:
     """The face pasted at 300 px into a 1024x768 canvas, the canvas rotated by ``angle`` degrees about the face."""

@@ -6,6 +6,7 @@ Only typer, json and pathlib at top level; OpenCV and the model load inside the 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -81,7 +82,16 @@ def video_cmd(
         det = Detector.load(model, backend=backend)
         results = []
         for f in files:
-            r = analyze_video(det, f, sample_fps=fps, out_dir=out, threshold=threshold, min_face=min_face, align=align)
+            r = analyze_video(
+                det,
+                f,
+                sample_fps=fps,
+                out_dir=out,
+                threshold=threshold,
+                min_face=min_face,
+                align=align,
+                progress=not as_json and sys.stderr.isatty(),
+            )
             results.append(r)
             if as_json:
                 typer.echo(json.dumps(r.to_dict()))
