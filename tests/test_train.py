@@ -247,6 +247,29 @@ def test_distillation_run(tiny_run, tiny_data, tmp_path):
         fit(tiny_config(tiny_data, tmp_path, teacher=[str(tiny_run / "best.pt")], distill_alpha=1.5, name="bad"))
 
 
+def test_a_onednn_cap_below_bf16_means_no_native_bf16(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (the AVX2 stand-in) takes oneDNN's bf16 kernels away on any CPU: OpenVINO then
+    cannot compile bf16 and torch emulates it, so neither may be chosen as the fast path."""
+    import torch
+
+    from dfdetect.core.device import amp_dtype, cpu_features, cpu_has_native_bf16, onednn_allows_bf16
+
+    hardware = cpu_features()["avx512_bf16"] or cpu_features()["amx_bf16"]
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    caps = [("AVX2", False), ("avx512_core", False), ("AVX512_CORE_BF16", True), ("AVX512_CORE_AMX", True)]
+    for cap, allowed in caps:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert onednn_allows_bf16() is allowed
+        assert cpu_has_native_bf16() is (hardware and allowed)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert amp_dtype(torch.device("cpu"), True) is None
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")  # oneDNN's older name for the same cap
+    assert not onednn_allows_bf16()
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA")
+    assert onednn_allows_bf16() and cpu_has_native_bf16() is hardware
+
+
 def test_cpu_precision_follows_the_hardware():
     """bf16 autocast on CPU only where the CPU computes bf16 natively; fp32 whenever amp is off."""
     import torch

@@ -7,6 +7,7 @@ Training may use it (``amp``); scoring stays fp32 on CPU unless a caller asks ot
 
 from __future__ import annotations
 
+import os
 from contextlib import nullcontext
 from functools import lru_cache
 from typing import Any
@@ -44,10 +45,31 @@ def cpu_features() -> dict[str, bool]:
     return {n: bool(caps.get(n, False)) for n in names}
 
 
+ONEDNN_BF16_ISAS = (
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX10_1_512",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512_AMX_FP16",
+    "ALL",
+)
+"""``ONEDNN_MAX_CPU_ISA`` values that still let oneDNN (PyTorch's and OpenVINO's CPU kernels) use bf16 hardware."""
+
+
+def onednn_allows_bf16() -> bool:
+    """False when oneDNN is capped below its bf16 kernels (e.g. ``ONEDNN_MAX_CPU_ISA=AVX2``, a stand-in for an
+    AVX2 CPU): OpenVINO then cannot compile bf16 and PyTorch's bf16 is emulated, whatever the CPU has."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return not cap or cap in ONEDNN_BF16_ISAS
+
+
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bf16 in hardware (AVX-512 BF16 or AMX BF16): bf16 autocast pays off there."""
+    """True where the CPU computes bf16 in hardware (AVX-512 BF16 or AMX BF16) and oneDNN may use it: bf16
+    autocast and OpenVINO bf16 pay off there."""
     f = cpu_features()
-    return f["avx512_bf16"] or f["amx_bf16"]
+    return (f["avx512_bf16"] or f["amx_bf16"]) and onednn_allows_bf16()
 
 
 def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
