@@ -286,7 +286,8 @@ def format_isa(m: dict[str, Any]) -> str:
     isa = m.get("isa")
     text = "ISA unknown" if isa is None else "ISA " + (" ".join(isa) if isa else "below avx2")
     if m.get("onednn_max_cpu_isa"):
-        text += f" (ONEDNN_MAX_CPU_ISA={m['onednn_max_cpu_isa']})"
+        # oneDNN's cap binds OpenVINO and torch; ONNX Runtime's MLAS picks its kernels from CPUID regardless
+        text += f" (ONEDNN_MAX_CPU_ISA={m['onednn_max_cpu_isa']}: OpenVINO and torch only, not ONNX Runtime)"
     return text
 
 
