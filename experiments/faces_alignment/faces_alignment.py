@@ -25,23 +25,34 @@ from dfdetect.runtime.detector import Detector
 SPLIT = Path(__file__).resolve().parents[2] / "src" / "dfdetect" / "weights" / "split-v1.csv"
 
 
-def measure(data: Path, per_class: int = 15) -> list[dict]:
+TILTS = (0, 10, 15, 20)
+
+
+def alignment_crops(data: Path, per_class: int = 15) -> list[Path]:
+    """The first ``per_class`` real, then fake, test-split crops of the v1 split."""
     items, _ = select_items(data, "test", SPLIT, None)
     files = [data / it.path for it in items if it.label == 0][:per_class]
-    files += [data / it.path for it in items if it.label == 1][:per_class]
+    return files + [data / it.path for it in items if it.label == 1][:per_class]
+
+
+def canvas(im: Image.Image, i: int, angle: float) -> Image.Image:
+    """Crop ``i`` pasted at 300 px into its 1024x768 noise canvas at (400, 200), rotated ``angle`` about the face."""
+    noise = np.random.default_rng(i).normal(128, 20, (768, 1024, 3))
+    c = Image.fromarray(noise.clip(0, 255).astype(np.uint8))
+    c.paste(im.resize((300, 300), Image.Resampling.LANCZOS), (400, 200))
+    return c.rotate(angle, resample=Image.Resampling.BICUBIC, center=(550, 350)) if angle else c
+
+
+def measure(data: Path, per_class: int = 15) -> list[dict]:
     det = Detector.load("large", backend="onnx")
     full = fp.ROTATED_SEARCH
     out = []
-    for i, p in enumerate(files):
+    for i, p in enumerate(alignment_crops(data, per_class)):
         im = Image.open(p).convert("RGB")
         direct = det.score_image(im)
-        for mag in (0, 10, 15, 20):
+        for mag in TILTS:
             ang = mag if i % 2 == 0 else -mag
-            noise = np.random.default_rng(i).normal(128, 20, (768, 1024, 3))
-            c = Image.fromarray(noise.clip(0, 255).astype(np.uint8))
-            c.paste(im.resize((300, 300), Image.Resampling.LANCZOS), (400, 200))
-            if ang:
-                c = c.rotate(ang, resample=Image.Resampling.BICUBIC, center=(550, 350))
+            c = canvas(im, i, ang)
             rec = {"path": p.name, "angle": ang, "direct": direct}
             try:
                 for name, align, search in (("off", False, full), ("eyes", True, ()), ("full", True, full)):
@@ -67,7 +78,7 @@ def summary(out: list[dict], thr: float) -> str:
         "| tilt | images | faces found off / full | off: mean / median / max, flips | eyes | full (default) |",
         "|---|---|---|---|---|---|",
     ]
-    for mag in (0, 10, 15, 20):
+    for mag in TILTS:
         recs = [r for r in out if abs(r["angle"]) == mag]
         common = [r for r in recs if r["off_n"] > 0]
         eyes = [r for r in recs if r["eyes_n"] > 0]

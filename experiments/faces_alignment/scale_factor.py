@@ -15,33 +15,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+from faces_alignment import TILTS, alignment_crops, canvas  # this folder's script: the same canvases
 from PIL import Image
 
 import dfdetect.faces.align as fa
 import dfdetect.faces.detect as fd
 import dfdetect.faces.predict as fp
-from dfdetect.data.datasets import select_items
 from dfdetect.runtime.detector import Detector
 from dfdetect.runtime.pipeline import predict_faces
 
-SPLIT = Path(__file__).resolve().parents[2] / "src" / "dfdetect" / "weights" / "split-v1.csv"
-
 
 def canvases(data: Path, det: Detector, per_class: int = 15) -> list[tuple[int, float, Image.Image]]:
-    items, _ = select_items(data, "test", SPLIT, None)
-    files = [data / it.path for it in items if it.label == 0][:per_class]
-    files += [data / it.path for it in items if it.label == 1][:per_class]
+    """(tilt, score of the crop itself, canvas) for every crop and tilt, as faces_alignment.py makes them."""
     out = []
-    for i, p in enumerate(files):
+    for i, p in enumerate(alignment_crops(data, per_class)):
         im = Image.open(p).convert("RGB")
         direct = det.score_image(im)
-        for mag in (0, 10, 15, 20):
-            noise = np.random.default_rng(i).normal(128, 20, (768, 1024, 3))
-            c = Image.fromarray(noise.clip(0, 255).astype(np.uint8))
-            c.paste(im.resize((300, 300), Image.Resampling.LANCZOS), (400, 200))
-            if mag:
-                c = c.rotate(mag if i % 2 == 0 else -mag, resample=Image.Resampling.BICUBIC, center=(550, 350))
-            out.append((mag, direct, c))
+        out += [(mag, direct, canvas(im, i, mag if i % 2 == 0 else -mag)) for mag in TILTS]
     return out
 
 

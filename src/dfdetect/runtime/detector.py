@@ -183,15 +183,19 @@ class OpenVinoBackend:
             "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
             "INFERENCE_PRECISION_HINT": _OV_PRECISION[precision],
         }
+
+        def latency_model() -> Any:
+            return core.compile_model(self.ov_model, "CPU", {"PERFORMANCE_HINT": "LATENCY", **self._config})
+
         try:
-            self.compiled = core.compile_model(self.ov_model, "CPU", {"PERFORMANCE_HINT": "LATENCY", **self._config})
+            self.compiled = latency_model()
         except RuntimeError as e:
             if precision == "fp32":
                 raise
             # e.g. bf16 with oneDNN capped below its bf16 kernels (ONEDNN_MAX_CPU_ISA=AVX2): "object is not initialized"
             reason = _ov_reason(e)[:200]
             self._config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION["fp32"]
-            self.compiled = core.compile_model(self.ov_model, "CPU", {"PERFORMANCE_HINT": "LATENCY", **self._config})
+            self.compiled = latency_model()
         else:
             reason = f"this CPU has no native {precision}"
         self.precision = _ov_precision_name(self.compiled)

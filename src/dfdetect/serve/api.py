@@ -151,12 +151,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     svc = Service(settings, detector, scans)
     svc.batcher.start()
     app.state.svc = svc
+    info = svc.model_info()
     log.info(
         "serving %s (%s %s on %s), scan history %s%s",
-        detector.model_id,
-        detector.backend.name,
-        getattr(detector.backend, "precision", "fp32"),
-        getattr(detector.backend, "device", "cpu"),
+        info.id,
+        info.backend,
+        info.precision,
+        info.device,
         settings.db,
         ", API key required" if settings.api_key else "",
     )
