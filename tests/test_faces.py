@@ -250,3 +250,23 @@ def test_python_api_and_cli_agree_on_a_group_photo(tmp_path):
     (cli,) = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
     assert cli == api.to_dict()
     assert api.mode == "faces" and len(api.faces) == 2 and api.label == "fake"
+
+
+def test_face_and_eye_detection_are_thread_safe():
+    """Decode workers and the server's pool detect in parallel; one shared OpenCV cascade swapped boxes between
+    images and crashed inside OpenCV. Each image must get exactly the faces and eyes it gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dfdetect.faces.align import find_eyes
+
+    images = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.rglob("*.jpg"))]
+
+    def both(img: Image.Image) -> tuple:
+        faces = [f.box for f in find_faces(img, min_size=24)]
+        return faces, [find_eyes(img, f) for f in faces]
+
+    alone = [both(a) for a in images]
+    assert any(f for f, _ in alone)  # the check means something only if faces are found
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(6):
+            assert list(pool.map(both, images * 3)) == alone * 3

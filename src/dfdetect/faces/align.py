@@ -76,9 +76,10 @@ def find_eyes(img: Image.Image, box: tuple[int, int, int, int]) -> list[tuple[fl
     )
     region = cv2.equalizeHist(region)
     found = eye_cascade().detectMultiScale(region, scaleFactor=1.05, minNeighbors=3, minSize=(20, 20), maxSize=(80, 80))
-    return [
+    # OpenCV's parallel scan returns detections in a varying order; sorted, the same image gives the same list.
+    return sorted(
         (x0 + (ex + ew / 2) / k, y0 + (ey + eh / 2) / k, ew / k) for ex, ey, ew, eh in np.asarray(found).reshape(-1, 4)
-    ]
+    )
 
 
 def eye_roll(img: Image.Image, box: tuple[int, int, int, int]) -> float | None:

@@ -9,6 +9,7 @@ with a tighter box size (docs/faces.md has the numbers).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -51,8 +52,13 @@ def opencv() -> Any:
     return cv2
 
 
-@lru_cache(maxsize=1)
-def _cascade() -> Any:
+_per_thread = threading.local()
+"""OpenCV's CascadeClassifier keeps its scratch state (the scale pyramid) on the object, so two threads detecting
+with one instance get each other's boxes or crash inside OpenCV; each thread (decode workers, the server's pool)
+loads its own, once."""
+
+
+def _load_cascade(name: str) -> Any:
     cv2 = opencv()
     root = getattr(getattr(cv2, "data", None), "haarcascades", None)
     if not hasattr(cv2, "CascadeClassifier") or not root:
@@ -60,21 +66,28 @@ def _cascade() -> Any:
             f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 dropped them): "
             "pip install 'opencv-python-headless>=4.8,<5'"
         )
-    clf = cv2.CascadeClassifier(root + CASCADE)
+    clf = cv2.CascadeClassifier(root + name)
     if clf.empty():
-        raise FacesUnavailable(f"cannot load {root + CASCADE}")
+        raise FacesUnavailable(f"cannot load {root + name}")
     return clf
 
 
-@lru_cache(maxsize=1)
+def _thread_cascade(name: str) -> Any:
+    clf = getattr(_per_thread, name, None)
+    if clf is None:
+        clf = _load_cascade(name)
+        setattr(_per_thread, name, clf)
+    return clf
+
+
+def _cascade() -> Any:
+    """This thread's face cascade."""
+    return _thread_cascade(CASCADE)
+
+
 def eye_cascade() -> Any:
-    """OpenCV's eye cascade (used by alignment), loaded once."""
-    cv2 = opencv()
-    root = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    clf = cv2.CascadeClassifier((root or "") + EYE_CASCADE) if hasattr(cv2, "CascadeClassifier") else None
-    if clf is None or clf.empty():
-        raise FacesUnavailable(f"cannot load the eye cascade {EYE_CASCADE} (needs opencv-python-headless<5)")
-    return clf
+    """This thread's eye cascade (used by alignment)."""
+    return _thread_cascade(EYE_CASCADE)
 
 
 @lru_cache(maxsize=1)
@@ -112,4 +125,4 @@ def find_faces(
         box = (round(x / k), round(y / k), round(bw / k), round(bh / k))
         if min(box[2], box[3]) >= min_size:
             faces.append(Face(box, int(round(float(n)))))
-    return sorted(faces, key=lambda f: -f.box[2] * f.box[3])
+    return sorted(faces, key=lambda f: (-f.box[2] * f.box[3], f.box))  # ties by position: OpenCV's order varies
