@@ -99,7 +99,7 @@ def test_evaluate_uses_the_runs_test_split(tiny_run, tiny_data, tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     ref = json.loads((tiny_run / "eval_test" / "metrics.json").read_text())
-    assert "training run's manifest" in m["images"]
+    assert "model's manifest" in m["images"]
     assert m["n"] == ref["n"] and m["roc_auc"] == pytest.approx(ref["roc_auc"], abs=1e-6)
     assert "precision" in r.output and "macro avg" in r.output
 
@@ -655,3 +655,11 @@ def test_truncated_or_empty_model_file_is_one_error_line(name, size, tiny_data, 
         errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
         assert r.exit_code == 2 and "Traceback" not in r.output, (args[0], r.output)
         assert len(errors) == 1 and str(bad) in errors[0] and ("truncated" in errors[0] or "empty" in errors[0])
+
+
+def test_a_mistyped_or_folder_model_is_answered_with_what_to_pass(tmp_path):
+    img = Path(__file__).resolve().parents[1] / "examples" / "real" / "00362.jpg"
+    r = runner.invoke(app, ["predict", str(img), "--model", "larg"])
+    assert r.exit_code != 0 and "did you mean the shipped 'large'" in r.output
+    r = runner.invoke(app, ["predict", str(img), "--model", str(tmp_path)])
+    assert r.exit_code != 0 and "is a folder, not a model file" in r.output

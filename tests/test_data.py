@@ -16,6 +16,7 @@ from dfdetect.data.datasets import (
     read_manifest,
     resolve_items,
     scan,
+    select_items,
     stratified_split,
     write_manifest,
 )
@@ -230,3 +231,43 @@ def test_limit_per_class():
 
     items = [Item(f"{i}", i % 2, "train") for i in range(10)]
     assert len(limit_per_class(items, 2)) == 4
+
+
+def _multi_folder_model(tiny_data, tmp_path):
+    """A model folder whose split.csv names tiny_data as one source folder of a data root (like the shipped one)."""
+    items = stratified_split(scan(tiny_data)[0], 0.25, 0.25, seed=0)
+    rows = [type(it)(f"{tiny_data.name}/{it.path}", it.label, it.split, tiny_data.name) for it in items]
+    (tmp_path / "model").mkdir()
+    write_manifest(rows, tmp_path / "model" / "split.csv", tiny_data.parent)
+    return tmp_path / "model" / "best.pt", items
+
+
+def test_scoring_a_source_folder_of_the_models_manifest_takes_its_split(tiny_data, tmp_path):
+    model, items = _multi_folder_model(tiny_data, tmp_path)
+    got, why = select_items(tiny_data, "test", None, model)
+    assert sorted(it.path for it in got) == sorted(it.path for it in items if it.split == "test")
+    assert "model's manifest" in why
+    got, _ = select_items(tiny_data.parent, "valid", None, model)  # the manifest's own root: every source
+    assert len(got) == sum(it.split == "valid" for it in items)
+
+
+def test_a_copied_subset_of_training_images_is_scored_with_a_warning(tiny_data, tmp_path):
+    model, items = _multi_folder_model(tiny_data, tmp_path)
+    train = [it for it in items if it.split == "train" and it.label == 0][:2]
+    train += [it for it in items if it.split == "train" and it.label == 1][:3]
+    copy = tmp_path / "copy"
+    for it in train:
+        (copy / it.path).parent.mkdir(parents=True, exist_ok=True)
+        (copy / it.path).write_bytes((tiny_data / it.path).read_bytes())
+    got, why = select_items(copy, "test", None, model)
+    assert len(got) == 5 and why.startswith("all images; 5 of the 5 images share label and file name")
+    assert select_items(copy, "test", None, None)[1] == "all images"  # no manifest: nothing to compare with
+
+
+def test_a_run_trained_on_a_manifest_is_scored_on_its_split_without_real_fake_folders(tiny_data, tmp_path):
+    items = stratified_split(scan(tiny_data)[0], 0.25, 0.25, seed=0)
+    rows = [type(it)(f"{tiny_data.name}/{it.path}", it.label, it.split, tiny_data.name) for it in items]
+    (tmp_path / "run").mkdir()
+    write_manifest(rows, tmp_path / "run" / "split.csv", tiny_data.parent)  # as train writes it
+    got, why = select_items(tiny_data.parent, "test", None, tmp_path / "run" / "best.pt")
+    assert len(got) == sum(it.split == "test" for it in items) and "model's manifest" in why

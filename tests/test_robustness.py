@@ -311,8 +311,19 @@ def test_temperature_scaling_on_synthetic_scores():
     assert res["nll_after"] <= res["nll_before"] and res["ece_after"] < res["ece_before"]
     p = C.sigmoid(over / res["temperature"])
     assert ((p >= res["threshold"]) & (y == 0)).sum() / (y == 0).sum() <= 0.01
+    assert res["warnings"] == []  # 1000 real images, an informative model: nothing to warn about
     # logits from probabilities are exact for 2-class softmax
     assert np.allclose(C.logits_from_probs(C.sigmoid(np.array([-3.0, 0.0, 2.5]))), [-3.0, 0.0, 2.5])
+
+
+def test_calibration_of_an_uninformative_model_on_a_tiny_split_warns():
+    rng = np.random.default_rng(0)
+    y = np.array([0, 0, 0, 1, 1, 1])
+    res = C.calibrate_scores(y, rng.normal(0, 0.01, 6), "fpr1")  # scores unrelated to the labels
+    text = " | ".join(res["warnings"])
+    assert "end of its search range" in text and "needs >= 100 real" in text
+    good = (2 * np.tile([0, 1], 100) - 1) * 2.0 + rng.normal(0, 1, 200)
+    assert C.calibrate_scores(np.tile([0, 1], 100), good, "eer")["warnings"] == []
 
 
 def test_reliability_diagram_writes_png(tmp_path):
@@ -348,6 +359,23 @@ def test_calibrate_cli_and_detector_uses_it(tiny_run, tmp_path):
     assert s1 == pytest.approx(want, abs=1e-5)
     # predict's default threshold is the calibrated one
     assert det1.predict_bytes(_jpeg_bytes(img)).threshold == pytest.approx(ck["threshold"])
+
+
+def test_calibrated_safetensors_keep_fp32_and_score_like_the_model(tiny_run, tmp_path):
+    """A calibrated .safetensors copy changes T and the threshold only (it was written in fp16, moving scores)."""
+    from safetensors import safe_open
+
+    from dfdetect.runtime.detector import Detector
+
+    new = tmp_path / "cal.safetensors"
+    r = runner.invoke(app, ["calibrate", str(tiny_run / "best.pt"), "--out", str(new), "--target", "eer"])
+    assert r.exit_code == 0, r.output
+    with safe_open(str(new), "pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"F32"}  # noqa: SIM118
+    det0, det1 = Detector.load(tiny_run / "best.pt", device="cpu"), Detector.load(new, device="cpu")
+    img = Image.open(_any_image(tiny_run)).convert("RGB")
+    want = float(C.sigmoid(C.logits_from_probs(det0.score_image(img), 1e-15) / det1.temperature))
+    assert det1.score_image(img) == pytest.approx(want, abs=1e-6)
 
 
 def test_calibrate_rescore_from_split(tiny_run, tmp_path):

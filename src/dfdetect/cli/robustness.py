@@ -149,8 +149,12 @@ def audit_cmd(
 
 
 def calibrate_cmd(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint from `dfdetect train` (best.pt) or .safetensors."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="New checkpoint (default: <name>_calibrated.<ext>)."),
+    checkpoint: Path = typer.Argument(
+        ..., help="Checkpoint from `dfdetect train` (best.pt), .safetensors, or a shipped name (default | large)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="New checkpoint (default: <name>_calibrated.<ext> beside it; ./ for a shipped one)."
+    ),
     target: str = typer.Option("fpr1", help="Threshold rule on validation: fpr1 | eer | f1 | NUMBER."),
     data: Path | None = typer.Option(None, "--data", "-d", help="Data folder (default: the manifest's root)."),
     manifest: Path | None = typer.Option(None, help="Split manifest (default: split.csv beside the checkpoint)."),
@@ -161,7 +165,11 @@ def calibrate_cmd(
     setup_logging()
     from dfdetect.engine.calibration import calibrate_checkpoint
     from dfdetect.models.checkpoint import CheckpointError
+    from dfdetect.runtime.detector import model_file, shipped_name
 
+    name = shipped_name(checkpoint)
+    if name:  # never write into the installed package; its split.csv beside the weights names the validation rows
+        checkpoint, out = model_file(name), out or Path(f"{name}_calibrated.safetensors")
     if target not in ("fpr1", "eer", "f1"):
         try:
             float(target)
@@ -177,6 +185,8 @@ def calibrate_cmd(
         f"NLL {r['nll_before']:.4f} -> {r['nll_after']:.4f}; ECE {r['ece_before']:.4f} -> {r['ece_after']:.4f}\n"
         f"-> {r['checkpoint']} (reliability diagram: {r['reliability_png']})"
     )
+    for w in r["warnings"]:
+        typer.echo(f"WARNING: {w}")
 
 
 def register(app: typer.Typer) -> None:

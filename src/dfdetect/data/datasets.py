@@ -256,20 +256,39 @@ def select_items(
 ) -> tuple[list[Item], str]:
     """Which images a model is scored on (evaluate, robustness, int8), and a phrase saying why.
 
-    The ``split`` rows of ``manifest`` if given; else the data's own split (140k layout); else, when the model
-    sits in a run folder whose split.csv was made from this same folder, that run's ``split`` rows (so a model
-    is never scored on its own training images); else every image.
+    In order: the ``split`` rows of ``manifest`` if given; else the ``split`` rows of the model's own manifest
+    (``split.csv`` beside ``model``: a run folder's, or the shipped models'), when it was made from this folder or
+    holds it as one of its source folders (same folder name, every file present), so a model is never scored on
+    its own training images; else the data's own split (140k layout); else every image, with a warning when some
+    share label and file name with the model's training or validation images (a copied subset).
     """
     data = Path(data)
     if manifest:
         return [it for it in read_manifest(manifest) if it.split == split], f"split {split!r} of {manifest}"
+    own = Path(model).parent / "split.csv" if model else None
+    rows = read_manifest(own) if own is not None and own.is_file() else []
+    if rows:
+        if manifest_root(own) == data.resolve():  # type: ignore[arg-type]
+            return [it for it in rows if it.split == split], f"split {split!r} of the model's manifest {own}"
+        prefix = data.name + "/"
+        mine = [
+            Item(it.path[len(prefix) :], it.label, it.split)
+            for it in rows
+            if it.source == data.name and it.path.startswith(prefix) and it.split == split
+        ]
+        if mine and all((data / it.path).is_file() for it in mine):
+            return mine, f"split {split!r} of the model's manifest {own} (its folder {data.name})"
     items, has_splits = scan(data)
     if has_splits:
         return [it for it in items if it.split == split], f"given split {split!r}"
-    run_manifest = Path(model).parent / "split.csv" if model else None
-    if run_manifest is not None and run_manifest.is_file() and manifest_root(run_manifest) == data.resolve():
-        rows = [it for it in read_manifest(run_manifest) if it.split == split]
-        return rows, f"split {split!r} of the training run's manifest {run_manifest}"
+    seen = {(it.label, Path(it.path).name) for it in rows if it.split in ("train", "valid")}
+    n = sum((it.label, Path(it.path).name) in seen for it in items)
+    if n:
+        why = (
+            f"{n} of the {len(items)} images share label and file name with the model's training or validation "
+            f"images ({own}): their scores overstate what the model does on unseen images"
+        )
+        return items, f"all images; {why}"  # callers print the phrase and store it with the metrics
     return items, "all images"
 
 

@@ -143,9 +143,11 @@ def calibrate_scores(
     y, d = _arrays(y, logits)
     t = fit_temperature(y, d, t_range)
     p0, p1 = sigmoid(d), sigmoid(d / t)
+    thr = float(choose_threshold(y.astype(int), p1, target))
     return {
         "temperature": float(t),
-        "threshold": float(choose_threshold(y.astype(int), p1, target)),
+        "threshold": thr,
+        "warnings": calibration_warnings(y, float(t), thr, target, t_range),
         "target": str(target),
         "n": int(len(y)),
         "n_real": int((y == 0).sum()),
@@ -155,6 +157,34 @@ def calibrate_scores(
         "ece_before": ece(y, p0, n_bins),
         "ece_after": ece(y, p1, n_bins),
     }
+
+
+MIN_REAL_FOR_FPR1 = 100
+"""Below this many real validation images a 1% false-positive rate is not measurable (one real image is > 1%)."""
+
+
+def calibration_warnings(
+    y: np.ndarray, t: float, threshold: float, target: str, t_range: tuple[float, float] = T_RANGE
+) -> list[str]:
+    """Why a fitted calibration should not be trusted: the temperature at its search limit (the scores carry
+    almost no information about the labels, or their order is reversed), a threshold that calls (almost) every
+    image one class, a false-positive target the split is too small to measure."""
+    out = []
+    if t >= t_range[1] * 0.99 or t <= t_range[0] * 1.01:
+        out.append(
+            f"the temperature reached the end of its search range (T = {t:.4g}): on this validation split the "
+            "model's scores say almost nothing about the labels, so the calibrated P(fake) is meaningless"
+        )
+    if threshold >= 0.999 or threshold <= 0.001:
+        side = "real" if threshold >= 0.999 else "fake"
+        out.append(f"the threshold {threshold:.4f} calls (almost) every image {side}")
+    n_real = int((np.asarray(y) == 0).sum())
+    if target == "fpr1" and n_real < MIN_REAL_FOR_FPR1:
+        out.append(
+            f"a 1% false-positive threshold needs >= {MIN_REAL_FOR_FPR1} real validation images, this split has "
+            f"{n_real} (use --target eer or f1, or more validation data)"
+        )
+    return out
 
 
 def validation_logits(
@@ -263,6 +293,7 @@ def calibrate_checkpoint(
     )
     res["checkpoint"] = str(out)
     res["reliability_png"] = str(fig)
+    # Written all the same (the user asked for it), but never silently: the CLI prints these, the JSON keeps them.
     import json
 
     out.with_name(f"{out.stem}_calibration.json").write_text(json.dumps(res, indent=2))

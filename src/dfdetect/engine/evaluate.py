@@ -220,15 +220,15 @@ def evaluate_checkpoint(
     for multi-folder manifests). ``.onnx`` files run on ``backend`` (auto: OpenVINO, else ONNX Runtime) in
     ``precision`` (fp32 unless asked), exactly as ``predict`` runs them.
 
-    Which images: the ``split`` rows of ``manifest`` if given; else the data's own split (140k layout);
-    else, when the checkpoint sits in a run folder whose split.csv was made from this same folder, that
-    run's ``split`` rows (so a model is never scored on its own training images); else every image.
+    Which images: :func:`dfdetect.data.datasets.select_items` (a given manifest's split; else the model's own
+    manifest's split when made from this folder, so a model is never scored on its own training images; else
+    the data's own split; else every image, warning about images that share names with its training images).
     """
     from dfdetect.data.datasets import ImageDataset, select_items
-    from dfdetect.runtime.detector import Detector
+    from dfdetect.runtime.detector import Detector, model_file
 
     checkpoint, data = Path(checkpoint), Path(data)
-    items, source = select_items(data, split, manifest, checkpoint)
+    items, source = select_items(data, split, manifest, model_file(checkpoint))
     if not items:
         raise ValueError(f"no images to evaluate in {data} ({source})")
     log.info("evaluating %s on %d images of %s (%s)", checkpoint, len(items), data, source)

@@ -115,8 +115,9 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
     return {"format": FORMAT, **meta, "model": state}
 
 
-def save_safetensors(ckpt: dict[str, Any], path: str | Path, half: bool = True) -> Path:
-    """Export a checkpoint's weights (fp16 by default) plus its metadata as one .safetensors file."""
+def save_safetensors(ckpt: dict[str, Any], path: str | Path, half: bool = False) -> Path:
+    """Export a checkpoint's weights (in their own dtype; fp16 with ``half``) plus its metadata as one .safetensors
+    file. Not fp16 by default: a calibrated copy of an fp32 model must score like it, with only T and threshold new."""
     import json
 
     from safetensors.torch import save_file

@@ -11,6 +11,7 @@ ImageNet defaults. The same ``Prediction`` shape serves the CLI (table, JSON lin
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -57,6 +58,12 @@ def shipped_name(ref: str | Path | None) -> str | None:
         log.warning("shipped model %r is now called %r", name, _RENAMED[name])
         name = _RENAMED[name]
     return name if name in SHIPPED else None
+
+
+def model_file(ref: str | Path) -> Path:
+    """The file ``ref`` names: a shipped model's weights inside the package, else ``ref`` itself."""
+    name = shipped_name(ref)
+    return WEIGHTS_DIR / f"{name}.safetensors" if name else Path(ref)
 
 
 class TorchBackend:
@@ -365,8 +372,14 @@ class Detector:
             )
             path = onnx if want_onnx else weights
         path = Path(path)
+        if path.is_dir():
+            raise FileNotFoundError(f"{path} is a folder, not a model file (a .pt, .safetensors or .onnx)")
         if not path.is_file():
-            raise FileNotFoundError(f"model file {path} not found")
+            near = difflib.get_close_matches(str(path).lower(), SHIPPED, n=1, cutoff=0.6)
+            hint = near[0] if near else None
+            shipped = " | ".join(SHIPPED)
+            also = f" (did you mean the shipped {hint!r}?)" if hint else f" (nor a shipped model: {shipped})"
+            raise FileNotFoundError(f"model file {path} not found{also}")
         if path.suffix == ".onnx":
             if backend == "torch":
                 raise ValueError("an .onnx file runs on onnx or openvino; pass a .pt/.safetensors for torch")

@@ -52,11 +52,11 @@ PLOT_METRICS = (
 def select_items(
     model: str | Path, data: str | Path, split: str = "test", manifest: str | Path | None = None
 ) -> tuple[list[Any], str]:
-    """Which images to sweep, by the same rule as ``evaluate``: the manifest's split; else the data's own split;
-    else the split of the run's split.csv beside the model (when made from this folder); else every image."""
+    """Which images to sweep, by the same rule as ``evaluate`` (:func:`dfdetect.data.datasets.select_items`)."""
     from dfdetect.data.datasets import select_items as _select
+    from dfdetect.runtime.detector import model_file
 
-    return _select(data, split, manifest, model)
+    return _select(data, split, manifest, model_file(model))
 
 
 def condition_metrics(y: np.ndarray, s: np.ndarray, threshold: float) -> dict[str, float]:
