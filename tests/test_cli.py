@@ -663,3 +663,10 @@ def test_a_mistyped_or_folder_model_is_answered_with_what_to_pass(tmp_path):
     assert r.exit_code != 0 and "did you mean the shipped 'large'" in r.output
     r = runner.invoke(app, ["predict", str(img), "--model", str(tmp_path)])
     assert r.exit_code != 0 and "is a folder, not a model file" in r.output
+
+
+def test_nonsense_batch_size_and_workers_are_refused_by_the_option_parser():
+    img = Path(__file__).resolve().parents[1] / "examples" / "real" / "00362.jpg"
+    for opt in (["--batch-size", "0"], ["--workers", "-1"]):
+        r = runner.invoke(app, ["predict", str(img), *opt])
+        assert r.exit_code == 2 and "greater than or equal" in r.output, r.output

@@ -218,8 +218,8 @@ def evaluate(
         None, help="Override the checkpoint's threshold.", callback=threshold_option
     ),
     device: str = device_option(),
-    batch_size: int = typer.Option(64),
-    workers: int = typer.Option(2),
+    batch_size: int = typer.Option(64, min=1),
+    workers: int = typer.Option(2, min=0),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% confidence intervals."),
     part: list[str] | None = typer.Option(
         None, "--part", help="Also report a union of manifest folders: NAME=FOLDER+FOLDER (repeatable)."
@@ -298,8 +298,8 @@ def predict(
     precision: str = typer.Option(
         "fp32", help="fp32 | bf16 (bf16: OpenVINO only, faster on AVX-512 BF16/AMX CPUs, scores move; see README)."
     ),
-    batch_size: int = typer.Option(32),
-    workers: int = typer.Option(2, help="Decoding threads (0 = decode in the main thread)."),
+    batch_size: int = typer.Option(32, min=1),
+    workers: int = typer.Option(2, min=0, help="Decoding threads (0 = decode in the main thread)."),
     faces: bool | None = typer.Option(
         None, "--faces/--no-faces", help="Face mode: score each face (default: auto for large/non-square images)."
     ),

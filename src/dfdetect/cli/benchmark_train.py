@@ -157,7 +157,7 @@ def benchmark_loader(
 def benchmark_train_cmd(
     model: str = typer.Option("efficientnet_lite0", "--model", "-m", help="Backbone name (see `dfdetect models`)."),
     img_size: int = typer.Option(None, help="Input size (default: the backbone's)."),
-    batch_size: int = typer.Option(32, "--batch-size", "-b", help="Global batch (split over torchrun ranks)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b", min=1, help="Global batch (split over torchrun ranks)."),
     device: str = device_option(),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16 autocast (CUDA; CPUs with native bf16)."),
     channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last", help="channels-last layout."),
@@ -168,7 +168,7 @@ def benchmark_train_cmd(
     warmup: int = typer.Option(3, help="Untimed warm-up steps."),
     data: Path = typer.Option(None, help="Also time the input pipeline on this folder."),
     cache_dir: Path = typer.Option(None, help="With --data: read through the memory-mapped image cache."),
-    workers: int = typer.Option(4, help="With --data: DataLoader workers."),
+    workers: int = typer.Option(4, min=0, help="With --data: DataLoader workers."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Training throughput (images/s, seconds per 100k images); run under torchrun for N GPUs."""

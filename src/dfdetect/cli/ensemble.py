@@ -23,8 +23,8 @@ def ensemble_cmd(
     ),
     threshold: str = typer.Option("0.5", help="Stored threshold: number | eer | f1 | fpr1 (on validation)."),
     device: str = device_option(),
-    batch_size: int = typer.Option(64, "--batch-size", "-b"),
-    workers: int = typer.Option(2, help="DataLoader workers."),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1),
+    workers: int = typer.Option(2, min=0, help="DataLoader workers."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Ensemble trained checkpoints; weights/stacker fitted on validation scores; usable by evaluate and predict."""

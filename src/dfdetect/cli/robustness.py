@@ -30,8 +30,8 @@ def robustness_cmd(
     ),
     device: str = device_option(),
     backend: str = typer.Option("auto", help="auto | torch | onnx | openvino"),
-    batch_size: int = typer.Option(32),
-    workers: int = typer.Option(2, help="Threads for decoding and perturbing."),
+    batch_size: int = typer.Option(32, min=1),
+    workers: int = typer.Option(2, min=0, help="Threads for decoding and perturbing."),
     seed: int = typer.Option(0, help="Base seed for the noise conditions."),
 ) -> None:
     """Perturbation sweep: JPEG, resizing, blur, noise, crop and a format control; metrics per condition.
@@ -123,7 +123,7 @@ def audit_cmd(
     max_distance: int = typer.Option(4, "--max-distance", "-k", help="Near-duplicate: phash Hamming distance <= k."),
     warn_at: float = typer.Option(0.9, help="Warn when one statistic separates the classes at this AUC or more."),
     limit_per_class: int | None = typer.Option(None, help="At most N images per class and split."),
-    workers: int = typer.Option(4, help="Threads for decoding and hashing."),
+    workers: int = typer.Option(4, min=0, help="Threads for decoding and hashing."),
     strict: bool = typer.Option(False, "--strict", help="Exit with code 1 when there is any warning."),
 ) -> None:
     """Leakage audit: near-duplicates across splits and per-class format statistics (JPEG quality, size, ...)."""

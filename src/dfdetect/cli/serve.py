@@ -36,7 +36,7 @@ def serve(
     model: Path | None = typer.Option(
         None, "--model", "-m", help="Checkpoint (.pt, .safetensors), .onnx, or a shipped model: default | large."
     ),
-    workers: int = typer.Option(1, help="Server processes (each loads its own copy of the model)."),
+    workers: int = typer.Option(1, min=1, help="Server processes (each loads its own copy of the model)."),
     db: Path = typer.Option(Path("dfdetect-scans.db"), help="Scan history database (SQLite file)."),
     api_key: str | None = typer.Option(
         None,

@@ -23,7 +23,7 @@ def split_cmd(
     keep: Path | None = typer.Option(
         None, help="Earlier manifest whose images keep their split (fine-tune a model trained on it without leaks)."
     ),
-    workers: int = typer.Option(4, help="Threads for hashing."),
+    workers: int = typer.Option(4, min=0, help="Threads for hashing."),
 ) -> None:
     """Split several folders into train/valid/test, stratified by folder and label; near-twins never straddle.
 
