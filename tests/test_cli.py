@@ -670,3 +670,8 @@ def test_nonsense_batch_size_and_workers_are_refused_by_the_option_parser():
     for opt in (["--batch-size", "0"], ["--workers", "-1"]):
         r = runner.invoke(app, ["predict", str(img), *opt])
         assert r.exit_code == 2 and "greater than or equal" in r.output, r.output
+
+
+def test_an_empty_folder_says_nothing_was_found(tmp_path):
+    r = runner.invoke(app, ["predict", str(tmp_path), "--json"])
+    assert r.exit_code == 1 and "no files found in" in r.output

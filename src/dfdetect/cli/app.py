@@ -366,6 +366,8 @@ def predict(
             f"{c['unreadable']} unreadable, {sum(c['skipped'].values())} skipped{f' ({skipped})' if skipped else ''}; "
             f"model {det.model_id}, threshold {det.threshold if threshold is None else threshold:.4f}"
         )
+    if not preds:
+        typer.secho(f"error: no files found in {' '.join(map(str, paths))}", fg=typer.colors.RED, err=True)
     if not any(p.error is None for p in preds):
         raise typer.Exit(1)
 
