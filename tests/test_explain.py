@@ -200,7 +200,7 @@ def test_cli_writes_files_and_skips_bad(tiny_run, tiny_data, tmp_path):
         app, ["explain", *map(str, good), str(bad), "--out", str(out), "--model", str(tiny_run / "best.pt"), "--sanity"]
     )
     assert r.exit_code == 0, r.output
-    assert "corrupt.jpg" in r.output and "2 explained, 1 failed" in r.output
+    assert "corrupt.jpg" in r.output and "2 explained, 1 failed, 0 skipped" in r.output
     assert "Spearman" in r.output
     for g in good:
         assert str(g) in r.output
@@ -283,3 +283,14 @@ def test_cli_face_mode_one_panel_per_face_and_overview(tiny_run, tmp_path):
     out2 = tmp_path / "out2"
     r = runner.invoke(app, [*args[:3], str(out2), *args[4:], "--methods", "gradcam", "--no-faces"])
     assert r.exit_code == 0 and (out2 / "group_panel.png").is_file() and not (out2 / "group_faces.png").exists()
+
+
+def test_cli_says_what_predict_says_about_a_folder(tiny_run, tmp_path):
+    """The pipeline's warnings and skipped entries, not a bare verdict (a tiny image, a directory named x.jpg)."""
+    folder = tmp_path / "in"
+    (folder / "x.jpg").mkdir(parents=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(folder / "t.png")
+    r = runner.invoke(app, ["explain", str(folder), "--out", str(tmp_path / "o"), "--model", str(tiny_run / "best.pt")])
+    assert r.exit_code == 0, r.output
+    assert "warning: image is 12x12 px" in r.output and "a directory named like an image" in r.output
+    assert "1 explained, 0 failed, 1 skipped" in r.output

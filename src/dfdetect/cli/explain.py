@@ -53,7 +53,7 @@ def explain_cmd(
     setup_logging()
     from tqdm.auto import tqdm
 
-    from dfdetect.data.io import ImageLoadError, open_image
+    from dfdetect.data.io import ImageLoadError
 
     try:
         from dfdetect.analysis.explain import (
@@ -68,7 +68,8 @@ def explain_cmd(
         if e.name != "pytorch_grad_cam":
             raise
         fail(str(e))
-    from dfdetect.runtime.detector import Detector, expand_paths
+    from dfdetect.runtime.detector import Detector
+    from dfdetect.runtime.pipeline import image_warnings, read_file, scan_inputs
 
     log = logging.getLogger("dfdetect")
     try:
@@ -77,7 +78,10 @@ def explain_cmd(
         fail(str(e))
     if smoothgrad < 0 or top_k < 1:
         fail("--smoothgrad must be >= 0 and --top-k >= 1")
-    files, missing = expand_paths(paths)
+    scanned = scan_inputs(paths)
+    files, missing = scanned.files, scanned.missing
+    for where, why in scanned.skipped:  # as predict lists them: nothing in a folder is left out unsaid
+        typer.echo(f"skipped: {where}: {why}", err=True)
     if missing:
         fail(f"no such file, folder or glob match: {', '.join(missing)}")
     if not files:
@@ -103,7 +107,10 @@ def explain_cmd(
         for path in files:
             bar.set_postfix_str(path.name, refresh=False)
             try:
-                img = open_image(path)
+                d = read_file(path)  # the predict pipeline's one read: image, JPEG quality, or the error
+                if d.image is None:
+                    raise ImageLoadError(d.error)
+                img = d.image
                 stem = _unique_stem(path, used)
                 if use_face_mode(faces, img.size, det.data_config):
                     fx = explain_faces(
@@ -115,6 +122,7 @@ def explain_cmd(
                     exp = explain_image(det, img, wanted, smoothgrad_samples=smoothgrad, top_k=top_k)
                     written = exp.save(out, stem, img, panel=not no_panel)
                     lines = [f"{path}  {exp.label}  P(fake)={exp.score:.4f}  -> {', '.join(p.name for p in written)}"]
+                    lines += [f"  warning: {w}" for w in image_warnings(img, d.quality, det.data_config)]
                 if sanity:
                     lines.append("  " + format_sanity(randomization_check(det, img, random_model=rand)))
             except ImageLoadError as e:
@@ -127,8 +135,8 @@ def explain_cmd(
                 tqdm.write("\n".join(lines), file=sys.stdout)
             bar.update(1)
     tqdm.write(
-        f"{n_ok} explained, {len(files) - n_ok} failed; model {det.model_id}, threshold {det.threshold:.4f}; "
-        f"files in {out}",
+        f"{n_ok} explained, {len(files) - n_ok} failed, {len(scanned.skipped)} skipped; model {det.model_id}, "
+        f"threshold {det.threshold:.4f}; files in {out}",
         file=sys.stdout,
     )
     if n_ok == 0:
