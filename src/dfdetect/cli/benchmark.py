@@ -45,9 +45,9 @@ def benchmark_cmd(
     )
 
     setup_logging()
-    from dfdetect.runtime.detector import model_file, shipped_name
+    from dfdetect.runtime.detector import model_file
 
-    if model is not None and shipped_name(model):
+    if model is not None:
         model = str(model_file(model))  # `default` / `large`: the shipped weights (their .onnx beside them)
     sizes = tuple(int(b) for b in batch_sizes.split(",") if b.strip())
     # a reduced-precision scan gets model-alone rows in the same precision (its scan / model ratio)

@@ -33,7 +33,7 @@ from dfdetect.models.checkpoint import CheckpointError, first_line
 from dfdetect.runtime import pipeline
 from dfdetect.runtime.pipeline import Options, Prediction, expand_paths, scan_inputs
 
-__all__ = ["Detector", "Prediction", "expand_paths", "scan_inputs", "shipped_name"]
+__all__ = ["Detector", "Prediction", "expand_paths", "model_file", "scan_inputs", "shipped_name"]
 
 log = logging.getLogger(__name__)
 
