@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,13 @@ def read_image(
             raise ImageLoadError(f"{name}: empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own check below states our limit; Pillow's warning (past its limit) would only repeat it in
+            # other words, and its error (past twice its limit) is reworded below to the same message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(fp) as img:
                 w, h = img.size
                 if w * h > max_pixels:
-                    raise ImageLoadError(f"{name}: {w}x{h} exceeds the {max_pixels}-pixel limit (decompression bomb?)")
+                    raise ImageLoadError(_too_many_pixels(name, f"{w}x{h} = {w * h:,} px", max_pixels))
                 if min(w, h) < 1 or max(w, h) > max_aspect * min(w, h):
                     raise ImageLoadError(
                         f"{name}: {w}x{h} px is beyond the {max_aspect:g}:1 aspect-ratio limit (not a photo to score)"
@@ -90,14 +93,22 @@ def read_image(
                 return to_rgb(img), tables
     except ImageLoadError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageLoadError(f"{name}: refused, decompression bomb ({e})") from e
+    except Image.DecompressionBombError as e:
+        # Pillow refuses on open, before the size can be read: its message carries the pixel count.
+        count = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(count.group(1)):,} px" if count else "the image"
+        raise ImageLoadError(_too_many_pixels(name, size, max_pixels)) from e
     except UnidentifiedImageError as e:
         raise ImageLoadError(f"{name}: not an image or unsupported format") from e
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageLoadError(f"{name}: corrupt or truncated image ({e})") from e
     except Exception as e:  # noqa: BLE001 - Pillow's decoders meet malformed bytes with struct.error, IndexError...
         raise ImageLoadError(f"{name}: corrupt image ({type(e).__name__}: {e})") from e
+
+
+def _too_many_pixels(name: str, size: str, max_pixels: int) -> str:
+    limit = f"the {max_pixels:,}-pixel limit ({max_pixels / 1e6:.0f} Mpx)"
+    return f"{name}: {size} exceeds {limit}: refused as a possible decompression bomb"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
