@@ -175,6 +175,25 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "x.pt")
 
 
+def test_a_foreign_file_named_pt_is_named_foreign_and_a_torn_one_truncated(tmp_path):
+    import torch
+
+    from dfdetect.models.checkpoint import CheckpointError, load_checkpoint
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello, not a model\n")
+    with pytest.raises(CheckpointError, match="notes.pt is not a dfdetect checkpoint: not a file written by torch"):
+        load_checkpoint(text)
+    whole = tmp_path / "whole.pt"
+    torch.save({"format": "x", "model": {"w": torch.zeros(64, 64)}}, whole)
+    torn = tmp_path / "torn.pt"
+    torn.write_bytes(whole.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match=r"torn.pt is truncated or not a dfdetect checkpoint \(\w+: "):
+        load_checkpoint(torn)
+    with pytest.raises(CheckpointError, match="whole.pt is not a dfdetect checkpoint .missing"):
+        load_checkpoint(whole)
+
+
 def test_cut_short_safetensors_is_named_truncated(tmp_path):
     """An interrupted download (the file cut anywhere past its header) is refused before any tensor is read."""
     from dfdetect.runtime.detector import DEFAULT_WEIGHTS

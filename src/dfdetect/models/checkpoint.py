@@ -55,10 +55,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path} is empty (0 bytes): truncated or not a checkpoint")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head not in (b"PK", b"\x80\x02"):
+        # torch.save writes a zip archive (a legacy pickle before torch 1.6); on anything else torch.load's error
+        # is a bare unpickler key such as "101" (the byte 'e'), which tells a user nothing.
+        raise CheckpointError(
+            f"{path} is not a dfdetect checkpoint: not a file written by torch.save (expected a .pt from "
+            "`dfdetect train`, a .safetensors, or an exported .onnx)"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file gets one message naming it
-        raise CheckpointError(f"{path} is truncated or not a dfdetect checkpoint ({first_line(e)})") from e
+        raise CheckpointError(
+            f"{path} is truncated or not a dfdetect checkpoint ({type(e).__name__}: {first_line(e)})"
+        ) from e
     missing = [k for k in REQUIRED if k not in ckpt]
     if ckpt.get("format") != FORMAT or missing:
         raise CheckpointError(f"{path} is not a dfdetect checkpoint (missing {missing or 'format tag'})")
