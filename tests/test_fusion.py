@@ -200,9 +200,12 @@ def test_ensemble_cli_then_evaluate_and_predict(members, tiny_data, tmp_path):
     # benchmark times one network: it names the command that times an ensemble's members
     r = runner.invoke(app, ["benchmark", str(out), "--batch-sizes", "1", "--min-seconds", "0.01"])
     assert r.exit_code == 2 and "compare" in r.output
-    # explain refuses an ensemble in one line, naming what to do instead (no traceback)
-    r = runner.invoke(app, ["explain", str(_files(tiny_data)[0]), "--model", str(out), "--out", str(tmp_path / "x")])
-    assert "explain each member" in r.output and "Traceback" not in r.output
+    # explain refuses an ensemble once, up front, naming what to do instead (not once per file, no traceback)
+    files = [str(f) for f in _files(tiny_data)[:3]]
+    r = runner.invoke(app, ["explain", *files, "--model", str(out), "--out", str(tmp_path / "x")])
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert r.exit_code == 2 and len(errors) == 1 and "explain each member" in errors[0], r.output
+    assert "Traceback" not in r.output and not (tmp_path / "x").exists()
 
 
 # ---- two-backbone fusion ---------------------------------------------------------------------------------------

@@ -406,6 +406,16 @@ def _input_maps(
     return logits, maps, acts, chans, act_map, layer_name
 
 
+def explain_refusal(detector: Any) -> str | None:
+    """Why this detector cannot be explained (one line, said before any image is read), or None."""
+    if str(getattr(detector, "arch", "")).startswith("ensemble"):
+        return (
+            "explain does not take an ensemble (its members see differently framed inputs): explain each member "
+            "checkpoint instead, e.g. dfdetect explain IMAGE --model MEMBER.pt"
+        )
+    return None
+
+
 def explain_image(
     detector: Any,
     img: Image.Image | str | Path | bytes,
@@ -422,11 +432,8 @@ def explain_image(
     """
     from dfdetect.core.scores import softmax_fake
 
-    if str(getattr(detector, "arch", "")).startswith("ensemble"):
-        raise ValueError(
-            "explain does not take an ensemble (its members see differently framed inputs): explain each member "
-            "checkpoint instead, e.g. dfdetect explain IMAGE --model MEMBER.pt"
-        )
+    if (why := explain_refusal(detector)) is not None:
+        raise ValueError(why)
     wanted = normalize_methods(methods)
     if not isinstance(img, Image.Image):
         img = open_image(img)

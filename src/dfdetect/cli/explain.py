@@ -59,6 +59,7 @@ def explain_cmd(
         from dfdetect.analysis.explain import (
             explain_faces,
             explain_image,
+            explain_refusal,
             format_sanity,
             normalize_methods,
             randomization_check,
@@ -93,6 +94,8 @@ def explain_cmd(
         fail(f"{e}{hint}")
     except EXPECTED_ERRORS as e:
         fail(str(e))
+    if (why := explain_refusal(det)) is not None:
+        fail(why)
     out.mkdir(parents=True, exist_ok=True)
 
     from dfdetect.faces import faces_available

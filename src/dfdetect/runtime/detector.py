@@ -442,7 +442,10 @@ class Detector:
     def model(self) -> Any:
         """The torch module (torch backend only): for CAMs and feature maps."""
         if not isinstance(self.backend, TorchBackend):
-            raise UnsupportedError("this detector runs on ONNX Runtime; load a .pt/.safetensors for the torch model")
+            raise UnsupportedError(
+                f"this detector runs on {self.backend.name}, which has no torch model (CAMs and feature maps need "
+                "one): load it with backend='torch' (a .pt or .safetensors; the shipped models have one)"
+            )
         return self.backend.model
 
     def preprocess(self, img: Image.Image) -> np.ndarray:

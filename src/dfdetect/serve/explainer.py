@@ -80,6 +80,10 @@ class ExplainRunner:
             log.exception("cannot load %s for explanations", ckpt)
             self.unavailable = f"explanations unavailable: cannot load the PyTorch model {ckpt.name} ({describe(e)})"
             return
+        refusal = importlib.import_module("dfdetect.analysis.explain").explain_refusal(self._detector)
+        if refusal is not None:
+            self.unavailable = refusal
+            return
         log.info("loaded %s for explanations (%s)", self._detector.model_id, ckpt)
 
     def run(self, img: Image.Image) -> tuple[Any, Any]:

@@ -287,8 +287,8 @@ def model_result(
     if not cam:
         m.cam_note = "Class activation map skipped (--no-cam)."
         return m
-    if getattr(detector.backend, "name", "") != "torch":
-        m.cam_note = "No class activation map: the model runs on ONNX Runtime (load a .pt/.safetensors for CAMs)."
+    if (runtime := getattr(detector.backend, "name", "")) != "torch":
+        m.cam_note = f"No class activation map: the model runs on {runtime} (load a .pt/.safetensors for CAMs)."
         return m
     try:
         from dfdetect.analysis.explain import explain_image
