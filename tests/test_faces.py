@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +156,27 @@ def test_video(tmp_path):
     assert r["frames_scored"] >= 5
     assert 0 <= r["mean_score"] <= r["max_score"] <= 1 and 0 <= r["fake_fraction"] <= 1
     assert (out / "clip.scores.png").stat().st_size > 1000
+
+
+def test_video_of_a_file_that_is_no_video_says_so_without_ffmpeg_noise(tmp_path):
+    """OpenCV 'opens' a text file named .jpg through its image-sequence reader and reads no frame: one error
+    line in words, exit 1, and none of FFmpeg's own log lines (written by C code, so a subprocess sees them)."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("hello, not a video\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    r = subprocess.run(
+        [sys.executable, "-m", "dfdetect", "video", str(bad), "--backend", "onnx"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{bad}: ERROR not a video OpenCV can decode" in r.stdout
+    assert "@ 0x" not in r.stderr and "No JPEG data" not in r.stderr, r.stderr
 
 
 def test_video_progress_counts_every_frame_and_samples_the_same(tmp_path, det, capsys):

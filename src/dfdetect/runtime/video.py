@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,12 @@ def _frame_rows(
     from tqdm.auto import tqdm
 
     cv2 = opencv()
+    # FFmpeg's own log lines ("[mjpeg @ 0x...] No JPEG data found") would reach the terminal between our output;
+    # what failed is reported below in words. Read when the first capture opens; a user's setting wins.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise ValueError(f"{path}: OpenCV cannot open this video")
+        raise ValueError("OpenCV cannot open this video")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     if not np.isfinite(fps) or fps <= 0:
         fps = 25.0
@@ -145,12 +149,14 @@ def analyze_video(
         raise ValueError("sample_fps must be > 0")
     try:
         rows, fps, n = _frame_rows(det, path, 1.0 / sample_fps, thr, min_face, align, progress)
+        if n == 0:  # OpenCV "opens" any file its image-sequence reader accepts by name, then reads nothing
+            raise ValueError("not a video OpenCV can decode (no frame could be read)")
     except ValueError as e:
         return VideoResult(str(path), 0, 0, 0, 0.0, 0.0, None, None, None, None, thr, det.model_id, error=str(e))
     scores = np.array([r["score"] for r in rows if r["score"] != ""], dtype=np.float64)
     warnings = []
     if not rows:
-        warnings.append("no frame could be decoded")
+        warnings.append("no sampled frame could be decoded")
     elif not scores.size:
         warnings.append(f"no face found in any of {len(rows)} sampled frames")
     elif scores.size < len(rows):
