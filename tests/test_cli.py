@@ -131,6 +131,26 @@ def test_evaluate_several_folders(tiny_run, tiny_data, tmp_path, clean_copy):
     assert res[str(other)]["n"] == 24
 
 
+def test_evaluate_default_folder_names_what_was_scored_and_never_the_package(
+    tiny_run, tiny_data, tmp_path, clean_copy, monkeypatch
+):
+    """Without --out: beside a run's checkpoint, named "all" when every image was scored (not "_test"); for a
+    shipped model's file inside the package, the current folder, so nothing is written into the installation."""
+    from dfdetect.runtime.detector import WEIGHTS_DIR
+
+    other = clean_copy(tiny_data)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in WEIGHTS_DIR.iterdir())
+    for model, expected in (
+        (tiny_run / "best.pt", tiny_run / f"eval_{other.name}_all"),
+        (WEIGHTS_DIR / "default.onnx", tmp_path / f"eval_default_{other.name}_all"),
+    ):
+        r = runner.invoke(app, ["evaluate", str(model), "--data", str(other), "--bootstrap", "0", "--workers", "0"])
+        assert r.exit_code == 0, r.output
+        assert (expected / "metrics.json").is_file() and f"-> {expected}" in r.output
+    assert sorted(p.name for p in WEIGHTS_DIR.iterdir()) == before
+
+
 def test_predict_folder_with_broken_files_json_and_csv(tiny_run, tiny_data, tmp_path):
     csv_path = tmp_path / "out.csv"
     r = runner.invoke(

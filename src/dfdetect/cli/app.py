@@ -213,7 +213,13 @@ def evaluate(
     data: list[Path] = typer.Option(..., "--data", "-d", help="Data folder(s); each is reported separately."),
     split: str = typer.Option("test", help="Which split to score when the data or run has splits."),
     manifest: Path | None = typer.Option(None, help="Split manifest (CSV) to take the split from."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: beside the checkpoint)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output folder (default: eval_DATA_SPLIT beside the checkpoint, SPLIT 'all' when every image is scored; "
+        "for a shipped model, eval_MODEL_DATA_SPLIT in the current folder).",
+    ),
     threshold: float | None = typer.Option(
         None, help="Override the checkpoint's threshold.", callback=threshold_option
     ),

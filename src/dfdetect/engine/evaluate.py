@@ -201,6 +201,17 @@ def _score_with_detector(det: Any, ds: Any, batch_size: int, workers: int) -> di
     return {"labels": y, "scores": p.astype(float), "index": np.asarray(index, dtype=int), "bad": bad, "loss": loss}
 
 
+def default_eval_dir(checkpoint: Path, data: Path, scored: str) -> Path:
+    """Where evaluate writes without --out: beside a run's checkpoint, named by the data and the split scored
+    ("all" when every image was); for a shipped model (a name, or its file inside the package) the current
+    folder, as calibrate does: an installed package folder is no place for a user's results, nor writable."""
+    from dfdetect.runtime.detector import WEIGHTS_DIR, model_file
+
+    if model_file(checkpoint).resolve().parent == WEIGHTS_DIR.resolve():
+        return Path.cwd() / f"eval_{checkpoint.stem}_{data.name}_{scored}"
+    return checkpoint.parent / f"eval_{data.name}_{scored}"
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data: str | Path,
@@ -239,7 +250,8 @@ def evaluate_checkpoint(
     res = _score_with_detector(det, ds, batch_size, workers)
     ckpt = {"arch": det.arch, "threshold": det.threshold}
     thr = float(ckpt.get("threshold", 0.5) if threshold is None else threshold)
-    out = Path(out_dir) if out_dir else checkpoint.parent / f"eval_{data.name}_{split}"
+    scored = "all" if source.startswith("all images") else split
+    out = Path(out_dir) if out_dir else default_eval_dir(checkpoint, data, scored)
     skipped = [str(ds.path(i)) for i in res["bad"]]
     for p in skipped:
         log.warning("skipped unreadable file %s", p)
