@@ -199,6 +199,21 @@ def test_predict_exit_codes(tiny_run, tiny_data, tmp_path):
     assert r.exit_code == 0 and r.stdout.count('"path"') == 13
 
 
+def test_export_takes_a_shipped_name_and_writes_into_the_current_folder(tmp_path, monkeypatch):
+    """`export default` exports the shipped weights to ./default.onnx (the package's own default.onnx is left
+    as it is) and prints its result once."""
+    pytest.importorskip("onnx")
+    from dfdetect.runtime.detector import WEIGHTS_DIR
+
+    monkeypatch.chdir(tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in WEIGHTS_DIR.iterdir()}
+    r = runner.invoke(app, ["export", "default"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "default.onnx").stat().st_size > 1_000_000
+    assert r.output.count("max |logit diff|") == 1, r.output
+    assert {p.name: p.stat().st_mtime_ns for p in WEIGHTS_DIR.iterdir()} == before
+
+
 def test_export_and_onnx_predict_match_torch(tiny_run, tiny_data, tmp_path):
     pytest.importorskip("onnxruntime")
     onnx_path = tmp_path / "m.onnx"

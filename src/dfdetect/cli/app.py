@@ -380,15 +380,25 @@ def predict(
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt from train, or .safetensors)."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Output .onnx (default: beside the checkpoint)."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.pt from train, .safetensors, or a shipped name)."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Output .onnx (default: beside the checkpoint; for a shipped model, MODEL.onnx in the current folder).",
+    ),
     opset: int = typer.Option(17),
 ) -> None:
     """Export a checkpoint to ONNX (preprocessing + threshold in its metadata) and check parity with PyTorch."""
     setup_logging()
+    from dfdetect.runtime.detector import WEIGHTS_DIR, model_file
     from dfdetect.runtime.export import export_onnx
 
-    target = out or checkpoint.with_suffix(".onnx")
+    source = model_file(checkpoint)
+    # A shipped model's .onnx already sits in the package: never overwrite the installation by default.
+    shipped = source.resolve().parent == WEIGHTS_DIR.resolve()
+    target = out or (Path.cwd() / f"{source.stem}.onnx" if shipped else source.with_suffix(".onnx"))
+    checkpoint = source
     try:
         res = export_onnx(checkpoint, target, opset=opset)
     except EXPECTED_ERRORS as e:
