@@ -489,8 +489,8 @@ def run(
     with tqdm(total=len(scan.files), desc="predict", unit="img", disable=not progress) as bar:
         for chunk in _ahead(scan.files, load, batch_size, workers):
             for p in chunk:
-                if p.decoded.error:
-                    log.warning("skipping %s", p.decoded.error)
+                if p.decoded.error:  # its Prediction carries the error (the CLI's table row, --json record)
+                    log.debug("unreadable: %s", p.decoded.error)
             out += score_prepared(scorer, chunk, opts)
             bar.update(len(chunk))
     out += [skipped_prediction(scorer, path, why, opts.threshold) for path, why in scan.skipped]
