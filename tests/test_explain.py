@@ -158,7 +158,7 @@ def test_onnx_detector_is_refused(odd_image):
         device = "cpu"
 
     det = Detector(_FakeOnnx(), {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3})
-    with pytest.raises(RuntimeError, match="ONNX"):
+    with pytest.raises(RuntimeError, match="runs on onnxruntime, which has no torch model.*backend=.torch."):
         explain_image(det, odd_image)
 
 
